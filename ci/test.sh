@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, every test. Root-only tests (loop
+# devices, mounts) run when this runs as root, as CI does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./ci/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --all-targets

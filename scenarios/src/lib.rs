@@ -1,0 +1,1 @@
+//! The YAML end-to-end scenario runner. Filled by the scenarios issue.
