@@ -1,0 +1,159 @@
+//! Starting the driver: configuration → clients → capability report → services.
+
+use std::sync::Arc;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::controller::{ControllerService, ControllerSettings};
+use crate::guard::VolumeLocks;
+use crate::guest::Guest;
+use crate::host::{Feature, Host};
+use crate::identity::IdentityService;
+use crate::metrics::Metrics;
+use crate::mount::LinuxMounter;
+use crate::node::{self, NfsMounter, NodeService};
+use crate::server::{self, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the Harvester cloud-config {path}: {reason}")]
+    CloudConfig { path: String, reason: String },
+    #[error("guest cluster access: {0}")]
+    Guest(String),
+    #[error(transparent)]
+    Endpoint(#[from] server::EndpointError),
+    #[error("identifying this node's VM: {0}")]
+    NodeIdentity(crate::error::Error),
+    #[error("serving: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// The host client from the cloud-config, and its namespace (the VMs' namespace).
+pub async fn host_client(config: &Config) -> Result<(kube::Client, String), StartError> {
+    let path = config.cloud_config_path();
+    let err = |reason: String| StartError::CloudConfig { path: path.display().to_string(), reason };
+    let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| err(e.to_string()))?;
+    let kc = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let namespace = kc.default_namespace.clone();
+    let client = kube::Client::try_from(kc).map_err(|e| err(e.to_string()))?;
+    Ok((client, namespace))
+}
+
+async fn guest_client(config: &Config) -> Result<Option<kube::Client>, StartError> {
+    if config.no_guest_access {
+        return Ok(None);
+    }
+    if let Some(path) = &config.guest_kubeconfig {
+        let kubeconfig =
+            Kubeconfig::read_from(path).map_err(|e| StartError::Guest(format!("{}: {e}", path.display())))?;
+        let kc = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| StartError::Guest(e.to_string()))?;
+        return kube::Client::try_from(kc).map(Some).map_err(|e| StartError::Guest(e.to_string()));
+    }
+    match kube::Config::incluster() {
+        Ok(kc) => kube::Client::try_from(kc).map(Some).map_err(|e| StartError::Guest(e.to_string())),
+        Err(_) => Ok(None),
+    }
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let endpoint: Endpoint = config.endpoint.parse()?;
+    let metrics = Arc::new(Metrics::default());
+    let (client, namespace) = host_client(&config).await?;
+    let host = Host::new(client.clone(), namespace.clone(), metrics.clone());
+    tracing::info!(namespace = %namespace, mode = ?config.mode, "harvester-csi-driver starting");
+
+    let guest_client = guest_client(&config).await?;
+    let guest = match &guest_client {
+        Some(c) if config.runs_controller() => {
+            let g = Guest::start(c.clone(), shutdown.clone());
+            if g.wait_synced(std::time::Duration::from_secs(30)).await {
+                Some(Arc::new(g))
+            } else {
+                tracing::warn!("the guest view did not sync within 30s; guest checks are off");
+                None
+            }
+        }
+        _ => None,
+    };
+    let guest_reason = if config.no_guest_access {
+        "disabled by --no-guest-access"
+    } else {
+        "no guest cluster access (in-cluster config or --guest-kubeconfig)"
+    };
+    for f in [Feature::GuestVolumeAttachments, Feature::RwxExportRefcount] {
+        host.features.set(f, guest.is_some(), guest_reason);
+    }
+    host.features.set(Feature::NodeHealth, guest_client.is_some() && config.runs_controller(), guest_reason);
+    host.probe_features().await;
+    tokio::spawn(host.clone().run_reprobe_loop(shutdown.clone()));
+
+    let cluster_id = match (&config.cluster_id, &guest) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Some(g)) => g.cluster_id().await,
+        (None, None) => None,
+    };
+    if cluster_id.is_none() && config.runs_controller() {
+        tracing::warn!("no guest cluster id (set --cluster-id): host volumes will not name their guest cluster");
+    }
+
+    let locks = VolumeLocks::default();
+    let identity = IdentityService {
+        host_client: Some(client.clone()),
+        metrics: metrics.clone(),
+        controller: config.runs_controller(),
+    };
+    let mut router = tonic::transport::Server::builder().add_service(csi_proto::IdentityServer::new(identity));
+    if config.runs_controller() {
+        let controller = ControllerService {
+            host: host.clone(),
+            guest: guest.clone(),
+            locks: locks.clone(),
+            settings: ControllerSettings {
+                host_storage_class: config.host_storage_class.clone(),
+                cluster_id,
+                timeout: config.operation_timeout,
+            },
+            metrics: metrics.clone(),
+        };
+        router = router.add_service(csi_proto::ControllerServer::new(controller));
+        if let Some(gc) = guest_client.clone() {
+            let me = std::env::var("POD_NAME").unwrap_or_else(|_| format!("harvester-csi-{}", std::process::id()));
+            tokio::spawn(crate::guest::node_health::run(gc, host.clone(), me, shutdown.clone()));
+        }
+    }
+    if config.runs_node() {
+        let node_id = node::vm_identity::discover(&host, &config.root, config.node_id.as_deref())
+            .await
+            .map_err(StartError::NodeIdentity)?;
+        let topology = node::host_topology(&host, &node_id).await;
+        let service = NodeService {
+            node_id,
+            root: config.root.clone(),
+            host: host.clone(),
+            mounter: Arc::new(LinuxMounter::new()),
+            nfs: NfsMounter { helper: config.nfs_mount_helper.clone() },
+            locks: locks.clone(),
+            metrics: metrics.clone(),
+            max_volumes_per_node: config.max_volumes_per_node,
+            topology,
+            timeout: config.operation_timeout,
+        };
+        router = router.add_service(csi_proto::NodeServer::new(service));
+    }
+    if let Some(addr) = config.metrics_address {
+        let (m, s) = (metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, m, s).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    server::serve(router, endpoint, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Command-line flags; every flag is also an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Where the host cloud-config is looked for when `--kubeconfig` is unset or missing (upstream's fallback).
+pub const DEFAULT_CLOUD_CONFIG: &str = "/etc/kubernetes/cloud-config";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Identity + Controller (a Deployment with the provisioner/attacher/resizer/snapshotter sidecars).
+    Controller,
+    /// Identity + Node (a DaemonSet on every guest node).
+    Node,
+    /// All three services in one process (tests, csi-sanity).
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "harvester-csi-driver",
+    version,
+    about = "CSI driver for Kubernetes clusters running in Harvester VMs"
+)]
+pub struct Config {
+    /// CSI endpoint: unix:///path/to/csi.sock or tcp://host:port.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    pub endpoint: String,
+
+    #[arg(long, env = "CSI_MODE", value_enum, default_value = "all")]
+    pub mode: Mode,
+
+    /// Kubeconfig of the Harvester host (the guest's cloud-config). Falls back to /etc/kubernetes/cloud-config.
+    #[arg(long, env = "HARVESTER_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Host StorageClass for volumes whose guest StorageClass names none (empty: the host's default class).
+    #[arg(long, env = "HOST_STORAGE_CLASS")]
+    pub host_storage_class: Option<String>,
+
+    /// Override the discovered VM name (normally found from the firmware UUID or MAC set).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Prefix for /dev/disk/by-id and /sys reads (production: /).
+    #[arg(long, env = "CSI_ROOT", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Kubeconfig of the guest cluster; without it the in-cluster config is tried, else guest features are off.
+    #[arg(long, env = "GUEST_KUBECONFIG")]
+    pub guest_kubeconfig: Option<PathBuf>,
+
+    /// Do not use any guest cluster access, even in-cluster.
+    #[arg(long, env = "NO_GUEST_ACCESS", default_value_t = false)]
+    pub no_guest_access: bool,
+
+    /// Identifier of this guest cluster, written on host objects (default: the guest kube-system namespace UID).
+    #[arg(long, env = "CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
+    /// Serve Prometheus metrics, /healthz and /capabilities here (e.g. 0.0.0.0:9808).
+    #[arg(long, env = "METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
+
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Reported as max_volumes_per_node (hot-plugged SCSI disks per VM).
+    #[arg(long, env = "MAX_VOLUMES_PER_NODE", default_value_t = 32)]
+    pub max_volumes_per_node: i64,
+
+    /// Program that performs NFS mounts (`HELPER <server>:<export> <target> <options>`); default: mount -t nfs.
+    #[arg(long, env = "NFS_MOUNT_HELPER")]
+    pub nfs_mount_helper: Option<PathBuf>,
+
+    /// Longest a single RPC waits for the host when the caller sent no deadline.
+    #[arg(long, env = "OPERATION_TIMEOUT", default_value = "100s", value_parser = parse_duration)]
+    pub operation_timeout: Duration,
+}
+
+/// `90s`, `2m`, `1500ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
+    }
+}
+
+impl Config {
+    pub fn runs_controller(&self) -> bool {
+        matches!(self.mode, Mode::Controller | Mode::All)
+    }
+    pub fn runs_node(&self) -> bool {
+        matches!(self.mode, Mode::Node | Mode::All)
+    }
+
+    /// The cloud-config path to use: the flag if it exists, else the upstream fallback.
+    pub fn cloud_config_path(&self) -> PathBuf {
+        match &self.kubeconfig {
+            Some(p) if p.exists() => p.clone(),
+            Some(p) if !PathBuf::from(DEFAULT_CLOUD_CONFIG).exists() => p.clone(),
+            _ => PathBuf::from(DEFAULT_CLOUD_CONFIG),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("90s", Some(90_000))]
+    #[case("2m", Some(120_000))]
+    #[case("1500ms", Some(1500))]
+    #[case("7", Some(7000))]
+    #[case("1h", None)]
+    #[case("x", None)]
+    fn durations(#[case] input: &str, #[case] millis: Option<u64>) {
+        assert_eq!(parse_duration(input).ok().map(|d| d.as_millis() as u64), millis);
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var() {
+        use clap::CommandFactory;
+        let cmd = Config::command();
+        for arg in cmd.get_arguments() {
+            if arg.get_long().is_some_and(|l| l != "help" && l != "version") {
+                assert!(arg.get_env().is_some(), "--{} has no env var", arg.get_long().unwrap_or_default());
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! ListVolumes, ControllerGetVolume, ValidateVolumeCapabilities, and the
+//! pagination they share with ListSnapshots.
+
+use csi_proto::csi::v1 as csi;
+
+use super::ControllerService;
+use crate::capabilities::shape_of;
+use crate::error::{Error, Result};
+use crate::host::pvc::pvc_capacity;
+use crate::host::str_at;
+use crate::names::{self, keys};
+
+/// Splits a sorted list into one page; the token is the index of the next entry.
+pub(super) fn paginate<T>(items: Vec<T>, token: &str, max: i32) -> Result<(Vec<T>, String)> {
+    let start = if token.is_empty() {
+        0
+    } else {
+        token.parse::<usize>().map_err(|_| Error::Aborted(format!("starting token {token:?} is not valid")))?
+    };
+    if start > items.len() {
+        return Err(Error::Aborted(format!("starting token {token:?} is past the end of the list")));
+    }
+    let take = if max <= 0 { usize::MAX } else { max as usize };
+    let end = start.saturating_add(take).min(items.len());
+    let next = if end < items.len() { end.to_string() } else { String::new() };
+    Ok((items.into_iter().skip(start).take(end - start).collect(), next))
+}
+
+impl ControllerService {
+    /// Which VMs have each volume (any phase), by volume id.
+    async fn published_nodes(&self) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let mut map: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for vmi in self.host.list_vmis().await? {
+            let vm = str_at(&vmi, "/metadata/name").to_string();
+            for s in vmi.pointer("/status/volumeStatus").and_then(|v| v.as_array()).into_iter().flatten() {
+                if s.get("hotplugVolume").is_some() {
+                    let claim = str_at(s, "/persistentVolumeClaimInfo/claimName");
+                    let name = if claim.is_empty() { str_at(s, "/name") } else { claim };
+                    map.entry(name.to_string()).or_default().push(vm.clone());
+                }
+            }
+        }
+        Ok(map)
+    }
+
+    pub(super) async fn list_volumes_impl(&self, req: csi::ListVolumesRequest) -> Result<csi::ListVolumesResponse> {
+        if req.max_entries < 0 {
+            return Err(Error::InvalidArgument("max_entries must not be negative".into()));
+        }
+        let mut selector = format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE);
+        if let Some(id) = &self.settings.cluster_id {
+            selector.push_str(&format!(",{}={}", keys::GUEST_CLUSTER, names::label_value(id)));
+        }
+        let mut pvcs = self.host.list_pvcs(&selector).await?;
+        pvcs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let (page, next_token) = paginate(pvcs, &req.starting_token, req.max_entries)?;
+        let published = self.published_nodes().await?;
+        let entries = page
+            .into_iter()
+            .map(|pvc| {
+                let id = pvc.metadata.name.clone().unwrap_or_default();
+                csi::list_volumes_response::Entry {
+                    status: Some(csi::list_volumes_response::VolumeStatus {
+                        published_node_ids: published.get(&id).cloned().unwrap_or_default(),
+                    }),
+                    volume: Some(csi::Volume {
+                        capacity_bytes: pvc_capacity(&pvc) as i64,
+                        volume_id: id,
+                        ..Default::default()
+                    }),
+                }
+            })
+            .collect();
+        Ok(csi::ListVolumesResponse { entries, next_token })
+    }
+
+    pub(super) async fn get_volume(
+        &self,
+        req: csi::ControllerGetVolumeRequest,
+    ) -> Result<csi::ControllerGetVolumeResponse> {
+        names::validate_volume_id(&req.volume_id)?;
+        let pvc = self
+            .host
+            .get_pvc(&req.volume_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("volume {} not found", req.volume_id)))?;
+        let nodes = self.host.attachments(&req.volume_id).await?.into_iter().map(|a| a.vm).collect();
+        Ok(csi::ControllerGetVolumeResponse {
+            volume: Some(csi::Volume {
+                capacity_bytes: pvc_capacity(&pvc) as i64,
+                volume_id: req.volume_id,
+                ..Default::default()
+            }),
+            status: Some(csi::controller_get_volume_response::VolumeStatus { published_node_ids: nodes }),
+        })
+    }
+
+    pub(super) async fn validate_capabilities(
+        &self,
+        req: csi::ValidateVolumeCapabilitiesRequest,
+    ) -> Result<csi::ValidateVolumeCapabilitiesResponse> {
+        names::validate_volume_id(&req.volume_id)?;
+        if req.volume_capabilities.is_empty() {
+            return Err(Error::InvalidArgument("volume capabilities are required".into()));
+        }
+        let pvc = self
+            .host
+            .get_pvc(&req.volume_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("volume {} not found", req.volume_id)))?;
+        let spec = pvc.spec.clone().unwrap_or_default();
+        let shared_volume = spec.volume_mode.as_deref() == Some("Filesystem")
+            && spec.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
+            && !pvc.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(keys::VOLUME_FOR_VM));
+        for cap in &req.volume_capabilities {
+            let shape = match shape_of(cap) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Ok(csi::ValidateVolumeCapabilitiesResponse { confirmed: None, message: e.to_string() })
+                }
+            };
+            let problem = if shape.shared && !shared_volume {
+                Some("multi-node access needs an RWX (NFS-exported) volume; this one is a disk")
+            } else if shape.block && shared_volume {
+                Some("this volume is an NFS export; it cannot be used as a block device")
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Ok(csi::ValidateVolumeCapabilitiesResponse { confirmed: None, message: p.into() });
+            }
+        }
+        Ok(csi::ValidateVolumeCapabilitiesResponse {
+            confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
+                volume_context: req.volume_context,
+                volume_capabilities: req.volume_capabilities,
+                parameters: req.parameters,
+                mutable_parameters: req.mutable_parameters,
+            }),
+            message: String::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("", 2, Ok((vec![0, 1], "2".to_string())))]
+    #[case("2", 2, Ok((vec![2, 3], "4".to_string())))]
+    #[case("4", 2, Ok((vec![4], String::new())))]
+    #[case("", 0, Ok((vec![0, 1, 2, 3, 4], String::new())))]
+    #[case("5", 2, Ok((vec![], String::new())))]
+    #[case("6", 2, Err(tonic::Code::Aborted))]
+    #[case("x", 2, Err(tonic::Code::Aborted))]
+    fn pages(
+        #[case] token: &str,
+        #[case] max: i32,
+        #[case] want: std::result::Result<(Vec<i32>, String), tonic::Code>,
+    ) {
+        assert_eq!(paginate((0..5).collect(), token, max).map_err(|e| e.code()), want);
+    }
+}

@@ -1,0 +1,210 @@
+//! ControllerPublishVolume / ControllerUnpublishVolume: hotplug into the VM
+//! (RWO) or enabling the NFS export (RWX), confirmed by watching the host.
+
+use std::collections::HashMap;
+
+use csi_proto::csi::v1 as csi;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use tokio::time::Instant;
+
+use super::ControllerService;
+use crate::capabilities::shape_of;
+use crate::error::{Error, Result};
+use crate::host::kubevirt::DiskSpec;
+use crate::host::Feature;
+use crate::names;
+
+/// Keys of the publish context the node plugin reads.
+pub mod publish_context {
+    /// Exact `/dev/disk/by-id` name of the hot-plugged disk.
+    pub const BY_ID: &str = "harvesterhci.io/byIdName";
+    /// Size the host allocated, to check the device against.
+    pub const SIZE: &str = "harvesterhci.io/sizeBytes";
+    /// `true` for an NFS export.
+    pub const SHARED: &str = "harvesterhci.io/shared";
+    /// The host PV (NetworkFilesystem name) of an export.
+    pub const EXPORT: &str = "harvesterhci.io/export";
+}
+
+fn is_shared(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.spec.as_ref().is_some_and(|s| {
+        s.volume_mode.as_deref() == Some("Filesystem")
+            && s.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
+    }) && pvc.metadata.annotations.as_ref().is_none_or(|a| !a.contains_key(crate::names::keys::VOLUME_FOR_VM))
+}
+
+fn host_pv(pvc: &PersistentVolumeClaim) -> String {
+    pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default()
+}
+
+impl ControllerService {
+    /// Whether the host volume is an NFS export (RWX) rather than a disk.
+    fn volume_is_shared(pvc: &PersistentVolumeClaim, context: &HashMap<String, String>) -> bool {
+        match context.get(super::create::context::SHARED).map(String::as_str) {
+            Some("true") => true,
+            Some(_) => false,
+            None => is_shared(pvc),
+        }
+    }
+
+    pub(super) async fn publish(
+        &self,
+        req: csi::ControllerPublishVolumeRequest,
+        deadline: Instant,
+    ) -> Result<csi::ControllerPublishVolumeResponse> {
+        names::validate_volume_id(&req.volume_id)?;
+        names::validate_node_id(&req.node_id)?;
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("volume capability is required".into()))?;
+        let shape = shape_of(cap)?;
+        let (id, vm) = (req.volume_id.clone(), req.node_id.clone());
+        let _guard = self.locks.try_lock(&id)?;
+        tracing::info!(volume = %id, node = %vm, readonly = req.readonly, "ControllerPublishVolume");
+
+        let pvc = self.host.get_pvc(&id).await?.ok_or_else(|| Error::NotFound(format!("volume {id} not found")))?;
+        if self.host.get_vm(&vm).await?.is_none() {
+            return Err(Error::NotFound(format!("node {vm}: no such VM in namespace {}", self.host.namespace)));
+        }
+        if Self::volume_is_shared(&pvc, &req.volume_context) {
+            if shape.block {
+                return Err(Error::InvalidArgument(format!(
+                    "volume {id} is a shared filesystem; it cannot be published as a block device"
+                )));
+            }
+            return self.publish_shared(&pvc, deadline).await;
+        }
+        if shape.shared {
+            return Err(Error::InvalidArgument(format!(
+                "volume {id} is a single-node volume; multi-node access modes need an RWX volume"
+            )));
+        }
+
+        let attachments = self.host.attachments(&id).await?;
+        if let Some(other) = attachments.iter().find(|a| a.vm != vm) {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is attached to VM {} (phase {}); detach it there first",
+                other.vm,
+                if other.phase().is_empty() { "requested" } else { other.phase() }
+            )));
+        }
+        if let Some(guest) = &self.guest {
+            let elsewhere = guest.attached_elsewhere(&id, &vm);
+            if !elsewhere.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {id} is still attached in the guest cluster to node(s) {}",
+                    elsewhere.join(", ")
+                )));
+            }
+        }
+        let here = attachments.into_iter().find(|a| a.vm == vm);
+        let attached = match here {
+            Some(a) if a.is_ready() && a.in_vm => a,
+            Some(a) if a.in_vm || a.in_vmi => self.host.wait_attached(&vm, &id, deadline).await?,
+            _ => {
+                let disk = DiskSpec { virtio: false, serial: names::disk_serial(&id) };
+                self.host.hotplug(&vm, &id, &disk).await?;
+                self.host.wait_attached(&vm, &id, deadline).await?
+            }
+        };
+        let by_id = attached.by_id_name(&id);
+        let size = crate::host::pvc::pvc_capacity(&pvc);
+        Ok(csi::ControllerPublishVolumeResponse {
+            publish_context: HashMap::from([
+                (publish_context::BY_ID.to_string(), by_id),
+                (publish_context::SIZE.to_string(), size.to_string()),
+                (publish_context::SHARED.to_string(), "false".to_string()),
+            ]),
+        })
+    }
+
+    async fn publish_shared(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        deadline: Instant,
+    ) -> Result<csi::ControllerPublishVolumeResponse> {
+        if !self.host.ensure_feature(Feature::Rwx).await {
+            return Err(Error::FailedPrecondition(format!(
+                "RWX is off on this host: {}",
+                self.host.features.report().reason(Feature::Rwx)
+            )));
+        }
+        let pv = host_pv(pvc);
+        if pv.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "host volume {} is not bound yet",
+                pvc.metadata.name.as_deref().unwrap_or("")
+            )));
+        }
+        // Re-created when lost (a host-side cleanup or an old driver deleted it).
+        self.host.ensure_nfs(&pv).await?;
+        self.host.set_nfs_desired(&pv, true).await?;
+        self.host.wait_nfs_ready(&pv, deadline).await?;
+        Ok(csi::ControllerPublishVolumeResponse {
+            publish_context: HashMap::from([
+                (publish_context::SHARED.to_string(), "true".to_string()),
+                (publish_context::EXPORT.to_string(), pv),
+            ]),
+        })
+    }
+
+    pub(super) async fn unpublish(
+        &self,
+        req: csi::ControllerUnpublishVolumeRequest,
+        deadline: Instant,
+    ) -> Result<csi::ControllerUnpublishVolumeResponse> {
+        names::validate_volume_id(&req.volume_id)?;
+        if !req.node_id.is_empty() {
+            names::validate_node_id(&req.node_id)?;
+        }
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        tracing::info!(volume = %id, node = %req.node_id, "ControllerUnpublishVolume");
+        let pvc = self.host.get_pvc(&id).await?;
+        if let Some(p) = &pvc {
+            if is_shared(p) {
+                self.unpublish_shared(p, &req.node_id).await?;
+                return Ok(csi::ControllerUnpublishVolumeResponse {});
+            }
+        }
+        // A missing host PVC still gets removed from VMs that list it (#3272).
+        let targets: Vec<String> = self
+            .host
+            .attachments(&id)
+            .await?
+            .into_iter()
+            .filter(|a| req.node_id.is_empty() || a.vm == req.node_id)
+            .map(|a| a.vm)
+            .collect();
+        for vm in &targets {
+            self.host.unplug(vm, &id).await?;
+        }
+        for vm in &targets {
+            self.host.wait_detached(vm, &id, deadline).await?;
+        }
+        Ok(csi::ControllerUnpublishVolumeResponse {})
+    }
+
+    /// The export stays up while any guest node or pod still uses it.
+    async fn unpublish_shared(&self, pvc: &PersistentVolumeClaim, node: &str) -> Result<()> {
+        let pv = host_pv(pvc);
+        if pv.is_empty() {
+            return Ok(());
+        }
+        let volume = pvc.metadata.name.clone().unwrap_or_default();
+        let Some(guest) = &self.guest else {
+            tracing::warn!(volume = %volume, "no guest cluster access: leaving the NFS export enabled (cannot tell who else uses it)");
+            return Ok(());
+        };
+        let users = guest.export_users(&volume, node);
+        if !users.is_empty() {
+            tracing::info!(volume = %volume, users = %users.join(", "), "export still in use; keeping it enabled");
+            return Ok(());
+        }
+        match self.host.get_nfs(&pv).await? {
+            None => Ok(()),
+            Some(_) => self.host.set_nfs_desired(&pv, false).await,
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! What this host allows: the Harvester version (which selects the hotplug
+//! form) and one probe per permission-gated feature. Probed at start, again
+//! whenever a host call is denied (a fixed RBAC takes effect without a
+//! restart, harvester#7249), and before refusing a request for a feature
+//! that was off.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::settings::is_at_least;
+use super::{
+    longhorn_volume_resource, nfs_resource, snapshot_resource, str_at, vrb_resource, Host, LONGHORN_NAMESPACE,
+    NFS_NAMESPACE,
+};
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    /// RWX volumes through NetworkFilesystem (Harvester ≥ v1.4).
+    Rwx,
+    /// Validating `hostStorageClass` against the host's classes.
+    HostStorageClasses,
+    /// Reading host CSI VolumeAttachments (Harvester ≥ v1.6).
+    HostVolumeAttachments,
+    /// Reading Longhorn volume state (Harvester ≥ v1.4, the #6849 rule).
+    LonghornVolumeStatus,
+    /// Online expansion validation setting readable (Harvester ≥ v1.6).
+    OnlineExpansion,
+    /// Host CSI snapshots (Harvester ≥ v1.7).
+    Snapshots,
+    /// Remote backups (Harvester ≥ v1.8).
+    RemoteBackups,
+    /// Hotplug by patching the VM spec (Harvester ≥ v1.8 and `patch` on VMs).
+    DeclarativeHotplug,
+    /// Zone/region of the host node running the VM.
+    Topology,
+    /// Guest VolumeAttachment checks before attaching (needs guest access).
+    GuestVolumeAttachments,
+    /// Keeping an RWX export up while guest pods use it (needs a synced guest view).
+    RwxExportRefcount,
+    /// The out-of-service taint controller (needs guest access).
+    NodeHealth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HotplugMode {
+    /// `PUT …/virtualmachines/<vm>/addvolume|removevolume`.
+    Legacy,
+    /// JSON patch of the VM spec with a resourceVersion test.
+    Declarative,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FeatureStatus {
+    pub enabled: bool,
+    /// Why it is off: the missing permission or the missing host piece.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilityReport {
+    pub host_version: String,
+    pub hotplug: HotplugMode,
+    pub features: BTreeMap<Feature, FeatureStatus>,
+}
+
+impl Default for CapabilityReport {
+    fn default() -> Self {
+        Self { host_version: "unknown".into(), hotplug: HotplugMode::Legacy, features: BTreeMap::new() }
+    }
+}
+
+impl CapabilityReport {
+    pub fn enabled(&self, f: Feature) -> bool {
+        self.features.get(&f).is_some_and(|s| s.enabled)
+    }
+    pub fn reason(&self, f: Feature) -> String {
+        self.features.get(&f).map(|s| s.reason.clone()).unwrap_or_else(|| "not probed yet".into())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Features {
+    report: RwLock<CapabilityReport>,
+    reprobe: Notify,
+    last_probe: Mutex<Option<Instant>>,
+}
+
+impl Features {
+    pub fn report(&self) -> CapabilityReport {
+        self.report.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn enabled(&self, f: Feature) -> bool {
+        self.report.read().unwrap_or_else(|p| p.into_inner()).enabled(f)
+    }
+    pub fn hotplug(&self) -> HotplugMode {
+        self.report.read().unwrap_or_else(|p| p.into_inner()).hotplug
+    }
+    pub fn request_reprobe(&self) {
+        self.reprobe.notify_one();
+    }
+    /// Sets features decided outside the host probes (guest access).
+    pub fn set(&self, f: Feature, enabled: bool, reason: &str) {
+        let mut r = self.report.write().unwrap_or_else(|p| p.into_inner());
+        r.features.insert(f, FeatureStatus { enabled, reason: if enabled { String::new() } else { reason.into() } });
+    }
+    fn store(&self, mut new: CapabilityReport) -> CapabilityReport {
+        let mut r = self.report.write().unwrap_or_else(|p| p.into_inner());
+        // Guest-side features are not probed here; keep them.
+        for f in [Feature::GuestVolumeAttachments, Feature::RwxExportRefcount, Feature::NodeHealth] {
+            if let Some(s) = r.features.get(&f) {
+                new.features.insert(f, s.clone());
+            }
+        }
+        *r = new.clone();
+        *self.last_probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        new
+    }
+    fn probed_recently(&self, within: Duration) -> bool {
+        self.last_probe.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() < within)
+    }
+}
+
+fn outcome(result: Result<(), Error>, what: &str) -> FeatureStatus {
+    match result {
+        Ok(()) => FeatureStatus { enabled: true, reason: String::new() },
+        Err(e) if e.is_forbidden() => FeatureStatus { enabled: false, reason: format!("missing permission: {what}") },
+        Err(e) if e.is_not_found() => {
+            FeatureStatus { enabled: false, reason: format!("not served by this Harvester: {what}") }
+        }
+        Err(e) => FeatureStatus { enabled: false, reason: format!("{what}: {e}") },
+    }
+}
+
+impl Host {
+    async fn probe_list<K>(&self, api: Api<K>, op: &str) -> Result<(), Error>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        self.call(op, api.list_metadata(&ListParams::default().limit(1))).await.map(|_| ())
+    }
+
+    /// Probes every host feature and stores (and logs) the report.
+    pub async fn probe_features(&self) -> CapabilityReport {
+        let version = match self.setting("server-version").await {
+            Ok(Some(v)) => v,
+            Ok(None) => "unknown".into(),
+            Err(e) => format!("unreadable ({e})"),
+        };
+        let ns = self.namespace.clone();
+        let (rwx, lh, va, sc, snaps, backups, expand) = tokio::join!(
+            self.probe_list(self.dynamic(&nfs_resource(), Some(NFS_NAMESPACE)), "list networkfilesystems"),
+            self.probe_list(
+                self.dynamic(&longhorn_volume_resource(), Some(LONGHORN_NAMESPACE)),
+                "list longhorn volumes"
+            ),
+            self.probe_list(Api::<VolumeAttachment>::all(self.client.clone()), "list volumeattachments"),
+            self.probe_list(Api::<StorageClass>::all(self.client.clone()), "list storageclasses"),
+            self.probe_list(self.dynamic(&snapshot_resource(), Some(&ns)), "list volumesnapshots"),
+            self.probe_list(self.dynamic(&vrb_resource(), Some(&ns)), "list volumeremotebackups"),
+            async {
+                match self.setting("csi-online-expand-validation").await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(Error::NotFound("setting csi-online-expand-validation".into())),
+                    Err(e) => Err(e),
+                }
+            },
+        );
+        let mut features = BTreeMap::new();
+        features.insert(
+            Feature::Rwx,
+            outcome(rwx, "list networkfilesystems.harvesterhci.io in namespace harvester-system"),
+        );
+        features.insert(
+            Feature::LonghornVolumeStatus,
+            outcome(lh, "list volumes.longhorn.io in namespace longhorn-system"),
+        );
+        features.insert(Feature::HostVolumeAttachments, outcome(va, "list volumeattachments.storage.k8s.io"));
+        features.insert(Feature::HostStorageClasses, outcome(sc, "list storageclasses.storage.k8s.io"));
+        features.insert(
+            Feature::Snapshots,
+            outcome(snaps, &format!("list volumesnapshots.snapshot.storage.k8s.io in namespace {ns}")),
+        );
+        features.insert(
+            Feature::RemoteBackups,
+            outcome(backups, &format!("list volumeremotebackups.harvesterhci.io in namespace {ns}")),
+        );
+        features.insert(
+            Feature::OnlineExpansion,
+            outcome(expand, "get settings.harvesterhci.io csi-online-expand-validation"),
+        );
+
+        let (declarative, hotplug_status) = self.probe_declarative(&version).await;
+        features.insert(Feature::DeclarativeHotplug, hotplug_status);
+        features.insert(Feature::Topology, self.probe_topology().await);
+
+        let report = CapabilityReport {
+            host_version: version,
+            hotplug: if declarative { HotplugMode::Declarative } else { HotplugMode::Legacy },
+            features,
+        };
+        let stored = self.features.store(report);
+        log_report(&stored);
+        self.metrics.set_report(&stored);
+        stored
+    }
+
+    async fn probe_declarative(&self, version: &str) -> (bool, FeatureStatus) {
+        if !is_at_least(version, 1, 8) {
+            return (
+                false,
+                FeatureStatus {
+                    enabled: false,
+                    reason: format!("Harvester {version} uses legacy hotplug (declarative needs ≥ v1.8)"),
+                },
+            );
+        }
+        let vms =
+            match self.call("list virtualmachines", self.vms().list_metadata(&ListParams::default().limit(1))).await {
+                Ok(l) => l,
+                Err(e) => return (false, outcome(Err(e), "list virtualmachines.kubevirt.io")),
+            };
+        let Some(name) = vms.items.first().and_then(|v| v.metadata.name.clone()) else {
+            return (true, FeatureStatus { enabled: true, reason: String::new() });
+        };
+        // A dry-run no-op patch proves the permission without changing anything.
+        let params = PatchParams { dry_run: true, ..Default::default() };
+        let r = self
+            .call(
+                "patch virtualmachine (dry run)",
+                self.vms().patch(&name, &params, &Patch::Merge(serde_json::json!({}))),
+            )
+            .await;
+        match r {
+            Ok(_) => (true, FeatureStatus { enabled: true, reason: String::new() }),
+            Err(e) => {
+                (false, outcome(Err(e), &format!("patch virtualmachines.kubevirt.io in namespace {}", self.namespace)))
+            }
+        }
+    }
+
+    async fn probe_topology(&self) -> FeatureStatus {
+        let vmis =
+            match self.call("list virtualmachineinstances", self.vmis().list(&ListParams::default().limit(1))).await {
+                Ok(l) => l,
+                Err(e) => return outcome(Err(e), "list virtualmachineinstances.kubevirt.io"),
+            };
+        let Some(node) =
+            vmis.items.first().map(|v| str_at(&v.data, "/status/nodeName").to_string()).filter(|n| !n.is_empty())
+        else {
+            return FeatureStatus { enabled: true, reason: String::new() };
+        };
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        outcome(self.call("get node", nodes.get_metadata(&node)).await.map(|_| ()), "get nodes")
+    }
+
+    /// Whether a feature is on, re-probing first when it is off (at most every 2 s).
+    pub async fn ensure_feature(&self, f: Feature) -> bool {
+        if self.features.enabled(f) {
+            return true;
+        }
+        if !self.features.probed_recently(Duration::from_secs(2)) {
+            self.probe_features().await;
+        }
+        self.features.enabled(f)
+    }
+
+    /// Re-probes after denials, coalescing bursts.
+    pub async fn run_reprobe_loop(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.features.reprobe.notified() => {}
+            }
+            if self.features.probed_recently(Duration::from_secs(2)) {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            self.probe_features().await;
+        }
+    }
+}
+
+pub fn log_report(r: &CapabilityReport) {
+    let on: Vec<String> = r.features.iter().filter(|(_, s)| s.enabled).map(|(f, _)| format!("{f:?}")).collect();
+    tracing::info!(host_version = %r.host_version, hotplug = ?r.hotplug, enabled = %on.join(","), "capability report");
+    for (f, s) in r.features.iter().filter(|(_, s)| !s.enabled) {
+        tracing::info!(feature = ?f, reason = %s.reason, "feature off");
+    }
+}

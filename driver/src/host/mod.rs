@@ -1,0 +1,155 @@
+//! The only code that talks to the Harvester host: PVCs and StorageClasses,
+//! KubeVirt VMs/VMIs and hotplug (legacy subresource and declarative VM patch),
+//! NetworkFilesystems, snapshots and backups, settings, feature detection.
+//! Waits are watches bounded by the caller's deadline, never fixed sleeps.
+
+pub mod features;
+pub mod kubevirt;
+pub mod nfs;
+pub mod pvc;
+pub mod settings;
+pub mod snapshots;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant as StdInstant;
+
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::core::GroupVersionKind;
+use kube::runtime::wait::await_condition;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+pub use features::{CapabilityReport, Feature, Features, HotplugMode};
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+pub fn vm_resource() -> ApiResource {
+    resource("kubevirt.io", "v1", "VirtualMachine", "virtualmachines")
+}
+pub fn vmi_resource() -> ApiResource {
+    resource("kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances")
+}
+pub fn nfs_resource() -> ApiResource {
+    resource("harvesterhci.io", "v1beta1", "NetworkFilesystem", "networkfilesystems")
+}
+pub fn setting_resource() -> ApiResource {
+    resource("harvesterhci.io", "v1beta1", "Setting", "settings")
+}
+pub fn vrb_resource() -> ApiResource {
+    resource("harvesterhci.io", "v1beta1", "VolumeRemoteBackup", "volumeremotebackups")
+}
+pub fn vrr_resource() -> ApiResource {
+    resource("harvesterhci.io", "v1beta1", "VolumeRemoteRestore", "volumeremoterestores")
+}
+pub fn snapshot_resource() -> ApiResource {
+    resource("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots")
+}
+pub fn longhorn_volume_resource() -> ApiResource {
+    resource("longhorn.io", "v1beta2", "Volume", "volumes")
+}
+
+pub const NFS_NAMESPACE: &str = "harvester-system";
+pub const LONGHORN_NAMESPACE: &str = "longhorn-system";
+pub const LONGHORN_PROVISIONER: &str = "driver.longhorn.io";
+
+/// Access to the host cluster with the guest's cloud-config identity.
+#[derive(Clone)]
+pub struct Host {
+    pub client: kube::Client,
+    /// The namespace of the cloud-config context: where the VMs and host PVCs live.
+    pub namespace: String,
+    pub metrics: Arc<Metrics>,
+    pub features: Arc<Features>,
+}
+
+impl Host {
+    pub fn new(client: kube::Client, namespace: String, metrics: Arc<Metrics>) -> Self {
+        let features = Arc::new(Features::default());
+        Self { client, namespace, metrics, features }
+    }
+
+    /// Runs one host call: records latency, maps the error, and asks for a
+    /// capability re-probe when the host denied it (RBAC may have changed).
+    pub async fn call<T>(&self, op: &str, fut: impl Future<Output = kube::Result<T>>) -> Result<T> {
+        let started = StdInstant::now();
+        let result = fut.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(kube::Error::Api(r)) if r.code == 404 => "not_found",
+            Err(kube::Error::Api(r)) if r.code == 403 => "forbidden",
+            Err(_) => "error",
+        };
+        self.metrics.observe_host(op, outcome, started.elapsed());
+        result.map_err(|e| {
+            let err = Error::host(op, e);
+            if err.is_forbidden() {
+                tracing::warn!(operation = op, error = %err, "host denied a call; re-probing capabilities");
+                self.features.request_reprobe();
+            }
+            err
+        })
+    }
+
+    /// Like `call`, but NotFound becomes `None`.
+    pub async fn call_opt<T>(&self, op: &str, fut: impl Future<Output = kube::Result<T>>) -> Result<Option<T>> {
+        match self.call(op, fut).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn dynamic(&self, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        }
+    }
+
+    /// The VMs/VMIs/PVCs of this guest cluster live in the host namespace.
+    pub fn vms(&self) -> Api<DynamicObject> {
+        self.dynamic(&vm_resource(), Some(&self.namespace))
+    }
+    pub fn vmis(&self) -> Api<DynamicObject> {
+        self.dynamic(&vmi_resource(), Some(&self.namespace))
+    }
+}
+
+/// Watches one object until `done` holds (also consulted with `None` when it
+/// does not exist), bounded by `deadline`. Returns the last object seen.
+pub async fn wait_for<K>(
+    api: Api<K>,
+    name: &str,
+    deadline: Instant,
+    what: &str,
+    done: impl Fn(Option<&K>) -> bool,
+) -> Result<Option<K>>
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout_at(deadline, await_condition(api, name, done)).await {
+        Ok(Ok(obj)) => Ok(obj),
+        Ok(Err(e)) => Err(Error::Unavailable(format!("watching {name} while waiting for {what}: {e}"))),
+        Err(_) => Err(Error::DeadlineExceeded(format!("timed out waiting for {what}"))),
+    }
+}
+
+/// `obj[pointer]` as a string ("" when absent).
+pub fn str_at<'a>(obj: &'a serde_json::Value, pointer: &str) -> &'a str {
+    obj.pointer(pointer).and_then(serde_json::Value::as_str).unwrap_or("")
+}

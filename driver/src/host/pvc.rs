@@ -1,0 +1,150 @@
+//! Host PVCs (one per guest volume) and StorageClasses.
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{wait_for, Host};
+use crate::error::{Error, Result};
+
+/// Bytes of a Kubernetes quantity (storage sizes only; fractions round up).
+pub fn quantity_bytes(q: &Quantity) -> Option<u64> {
+    let s = q.0.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "m" => 1e-3,
+        _ => return None,
+    };
+    if !num.contains('.') && mult >= 1.0 {
+        return num.parse::<u64>().ok()?.checked_mul(mult as u64);
+    }
+    let v: f64 = num.parse().ok()?;
+    Some((v * mult).ceil() as u64)
+}
+
+/// What the host actually allocated (status.capacity), else what was asked.
+pub fn pvc_capacity(pvc: &PersistentVolumeClaim) -> u64 {
+    let status =
+        pvc.status.as_ref().and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage")).and_then(quantity_bytes);
+    status.unwrap_or_else(|| pvc_request(pvc))
+}
+
+pub fn pvc_request(pvc: &PersistentVolumeClaim) -> u64 {
+    pvc.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .and_then(quantity_bytes)
+        .unwrap_or(0)
+}
+
+pub fn pvc_phase(pvc: &PersistentVolumeClaim) -> &str {
+    pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+impl Host {
+    pub async fn get_pvc(&self, name: &str) -> Result<Option<PersistentVolumeClaim>> {
+        self.call_opt("get persistentvolumeclaim", self.api::<PersistentVolumeClaim>().get(name)).await
+    }
+
+    pub async fn create_pvc(&self, pvc: &PersistentVolumeClaim) -> Result<PersistentVolumeClaim> {
+        self.call(
+            "create persistentvolumeclaim",
+            self.api::<PersistentVolumeClaim>().create(&PostParams::default(), pvc),
+        )
+        .await
+    }
+
+    /// Deletes the host PVC; absent is success.
+    pub async fn delete_pvc(&self, name: &str) -> Result<()> {
+        self.call_opt(
+            "delete persistentvolumeclaim",
+            self.api::<PersistentVolumeClaim>().delete(name, &DeleteParams::default()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn resize_pvc(&self, name: &str, bytes: u64) -> Result<PersistentVolumeClaim> {
+        let patch = json!({"spec": {"resources": {"requests": {"storage": bytes.to_string()}}}});
+        self.call(
+            "resize persistentvolumeclaim",
+            self.api::<PersistentVolumeClaim>().patch(name, &PatchParams::default(), &Patch::Merge(patch)),
+        )
+        .await
+    }
+
+    pub async fn list_pvcs(&self, label_selector: &str) -> Result<Vec<PersistentVolumeClaim>> {
+        let lp = ListParams::default().labels(label_selector);
+        Ok(self.call("list persistentvolumeclaims", self.api::<PersistentVolumeClaim>().list(&lp)).await?.items)
+    }
+
+    /// Watches the PVC until `done`, bounded by the deadline.
+    pub async fn wait_pvc(
+        &self,
+        name: &str,
+        deadline: Instant,
+        what: &str,
+        done: impl Fn(&PersistentVolumeClaim) -> bool,
+    ) -> Result<PersistentVolumeClaim> {
+        let found = wait_for(self.api::<PersistentVolumeClaim>(), name, deadline, what, |o| {
+            o.is_none() || o.is_some_and(&done)
+        })
+        .await?;
+        found.ok_or_else(|| Error::NotFound(format!("host volume {name} disappeared while waiting for {what}")))
+    }
+
+    pub async fn get_storage_class(&self, name: &str) -> Result<Option<StorageClass>> {
+        self.call_opt("get storageclass", Api::<StorageClass>::all(self.client.clone()).get(name)).await
+    }
+
+    pub async fn list_storage_classes(&self) -> Result<Vec<StorageClass>> {
+        Ok(self
+            .call("list storageclasses", Api::<StorageClass>::all(self.client.clone()).list(&ListParams::default()))
+            .await?
+            .items)
+    }
+
+    pub async fn list_host_volume_attachments(&self) -> Result<Vec<VolumeAttachment>> {
+        Ok(self
+            .call(
+                "list volumeattachments",
+                Api::<VolumeAttachment>::all(self.client.clone()).list(&ListParams::default()),
+            )
+            .await?
+            .items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("10Gi", Some(10 << 30))]
+    #[case("64Mi", Some(64 << 20))]
+    #[case("1G", Some(1_000_000_000))]
+    #[case("12345", Some(12345))]
+    #[case("1.5Gi", Some(3 << 29))]
+    #[case("junk", None)]
+    fn quantities(#[case] q: &str, #[case] want: Option<u64>) {
+        assert_eq!(quantity_bytes(&Quantity(q.into())), want);
+    }
+}

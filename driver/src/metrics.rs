@@ -1,0 +1,186 @@
+//! Prometheus metrics (per-RPC count/latency/code, host API latency, in-flight
+//! operations, the capability report) and the HTTP endpoint serving them with
+//! `/healthz` and `/capabilities`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::host::CapabilityReport;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeatureLabels {
+    feature: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostInfoLabels {
+    version: String,
+    hotplug: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.002, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    rpc_total: Family<RpcLabels, Counter>,
+    rpc_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    host_total: Family<HostLabels, Counter>,
+    host_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    features: Family<FeatureLabels, Gauge>,
+    host_info: Family<HostInfoLabels, Gauge>,
+    report: RwLock<Option<CapabilityReport>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("harvester_csi");
+        let rpc_total = Family::<RpcLabels, Counter>::default();
+        let rpc_duration = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let in_flight = Gauge::default();
+        let host_total = Family::<HostLabels, Counter>::default();
+        let host_duration = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let features = Family::<FeatureLabels, Gauge>::default();
+        let host_info = Family::<HostInfoLabels, Gauge>::default();
+        registry.register("csi_operations", "CSI RPCs by method and gRPC code", rpc_total.clone());
+        registry.register("csi_operation_duration_seconds", "CSI RPC latency", rpc_duration.clone());
+        registry.register("csi_operations_in_flight", "CSI RPCs being served", in_flight.clone());
+        registry.register("host_api_requests", "Harvester API calls by operation and outcome", host_total.clone());
+        registry.register("host_api_request_duration_seconds", "Harvester API call latency", host_duration.clone());
+        registry.register(
+            "feature_enabled",
+            "1 when a capability is on (see /capabilities for reasons)",
+            features.clone(),
+        );
+        registry.register("host_info", "Harvester version and hotplug form in use", host_info.clone());
+        Self {
+            registry,
+            rpc_total,
+            rpc_duration,
+            in_flight,
+            host_total,
+            host_duration,
+            features,
+            host_info,
+            report: RwLock::new(None),
+        }
+    }
+}
+
+/// Tracks one RPC; records its outcome when finished.
+pub struct RpcTimer<'a> {
+    metrics: &'a Metrics,
+    method: &'static str,
+    started: std::time::Instant,
+}
+
+impl Metrics {
+    pub fn start_rpc(&self, method: &'static str) -> RpcTimer<'_> {
+        self.in_flight.inc();
+        RpcTimer { metrics: self, method, started: std::time::Instant::now() }
+    }
+
+    pub fn observe_host(&self, operation: &str, outcome: &str, took: Duration) {
+        self.host_total.get_or_create(&HostLabels { operation: operation.into(), outcome: outcome.into() }).inc();
+        self.host_duration.get_or_create(&OperationLabels { operation: operation.into() }).observe(took.as_secs_f64());
+    }
+
+    pub fn set_report(&self, report: &CapabilityReport) {
+        for (f, s) in &report.features {
+            let name = serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            self.features.get_or_create(&FeatureLabels { feature: name }).set(i64::from(s.enabled));
+        }
+        self.host_info.clear();
+        self.host_info
+            .get_or_create(&HostInfoLabels {
+                version: report.host_version.clone(),
+                hotplug: format!("{:?}", report.hotplug),
+            })
+            .set(1);
+        *self.report.write().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+impl RpcTimer<'_> {
+    pub fn finish(self, code: tonic::Code) {
+        let code = format!("{code:?}");
+        self.metrics.rpc_total.get_or_create(&RpcLabels { method: self.method.into(), code }).inc();
+        self.metrics
+            .rpc_duration
+            .get_or_create(&MethodLabels { method: self.method.into() })
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics.in_flight.dec();
+    }
+}
+
+async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
+}
+
+async fn capabilities_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    let report = m.report.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match report {
+        Some(r) => (StatusCode::OK, axum::Json(serde_json::json!(r))).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "not probed yet").into_response(),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/capabilities` until shutdown.
+pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_handler))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/capabilities", axum::routing::get(capabilities_handler))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, "serving metrics");
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}

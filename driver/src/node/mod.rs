@@ -1,0 +1,180 @@
+//! The CSI Node service: stage (find the exact device, safe format, mount;
+//! or mount the NFS export), publish (bind mounts), stats, expansion, health.
+
+mod nfs;
+mod publish;
+mod stage;
+mod stats;
+pub mod vm_identity;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use csi_proto::csi::v1 as csi;
+use tonic::{Request, Response, Status};
+
+pub use nfs::NfsMounter;
+
+use crate::capabilities;
+use crate::deadline::deadline;
+use crate::error::{Error, Result};
+use crate::guard::VolumeLocks;
+use crate::host::Host;
+use crate::metrics::Metrics;
+use crate::mount::LinuxMounter;
+use crate::rpc::observe;
+
+pub struct NodeService {
+    /// The VM this node runs in (the CSI node id).
+    pub node_id: String,
+    /// Prefix for `/dev/disk/by-id` and `/sys`.
+    pub root: PathBuf,
+    pub host: Host,
+    pub mounter: Arc<LinuxMounter>,
+    pub nfs: NfsMounter,
+    pub locks: VolumeLocks,
+    pub metrics: Arc<Metrics>,
+    pub max_volumes_per_node: i64,
+    /// Topology segments of the host node running this VM (empty when unknown).
+    pub topology: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+/// Paths from the CO must be absolute and free of `..` (they are mounted on as root).
+pub(crate) fn checked_path<'a>(field: &str, p: &'a str) -> Result<&'a Path> {
+    if p.is_empty() {
+        return Err(Error::InvalidArgument(format!("{field} is required")));
+    }
+    let path = Path::new(p);
+    if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(Error::InvalidArgument(format!("{field} {p:?} must be an absolute path without '..'")));
+    }
+    Ok(path)
+}
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl csi_proto::Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        request: Request<csi::NodeStageVolumeRequest>,
+    ) -> RpcResult<csi::NodeStageVolumeResponse> {
+        let deadline = deadline(&request, self.timeout);
+        observe(&self.metrics, "NodeStageVolume", self.stage(request.into_inner(), deadline)).await
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        request: Request<csi::NodeUnstageVolumeRequest>,
+    ) -> RpcResult<csi::NodeUnstageVolumeResponse> {
+        observe(&self.metrics, "NodeUnstageVolume", self.unstage(request.into_inner())).await
+    }
+
+    async fn node_publish_volume(
+        &self,
+        request: Request<csi::NodePublishVolumeRequest>,
+    ) -> RpcResult<csi::NodePublishVolumeResponse> {
+        observe(&self.metrics, "NodePublishVolume", self.publish(request.into_inner())).await
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<csi::NodeUnpublishVolumeRequest>,
+    ) -> RpcResult<csi::NodeUnpublishVolumeResponse> {
+        observe(&self.metrics, "NodeUnpublishVolume", self.unpublish(request.into_inner())).await
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<csi::NodeGetVolumeStatsRequest>,
+    ) -> RpcResult<csi::NodeGetVolumeStatsResponse> {
+        observe(&self.metrics, "NodeGetVolumeStats", self.volume_stats(request.into_inner())).await
+    }
+
+    async fn node_get_volume_health(
+        &self,
+        request: Request<csi::NodeGetVolumeHealthRequest>,
+    ) -> RpcResult<csi::NodeGetVolumeHealthResponse> {
+        observe(&self.metrics, "NodeGetVolumeHealth", self.volume_health(request.into_inner())).await
+    }
+
+    async fn node_get_storage_health(
+        &self,
+        _request: Request<csi::NodeGetStorageHealthRequest>,
+    ) -> RpcResult<csi::NodeGetStorageHealthResponse> {
+        Err(Status::unimplemented("NodeGetStorageHealth is not advertised"))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        request: Request<csi::NodeExpandVolumeRequest>,
+    ) -> RpcResult<csi::NodeExpandVolumeResponse> {
+        observe(&self.metrics, "NodeExpandVolume", self.expand(request.into_inner())).await
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _request: Request<csi::NodeGetCapabilitiesRequest>,
+    ) -> RpcResult<csi::NodeGetCapabilitiesResponse> {
+        use csi::node_service_capability::Rpc;
+        let capabilities = capabilities::node_capabilities()
+            .into_iter()
+            .map(|t| csi::NodeServiceCapability {
+                r#type: Some(csi::node_service_capability::Type::Rpc(Rpc { r#type: t as i32 })),
+            })
+            .collect();
+        Ok(Response::new(csi::NodeGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn node_get_info(&self, _request: Request<csi::NodeGetInfoRequest>) -> RpcResult<csi::NodeGetInfoResponse> {
+        let accessible_topology = (!self.topology.is_empty())
+            .then(|| csi::Topology { segments: self.topology.clone().into_iter().collect() });
+        Ok(Response::new(csi::NodeGetInfoResponse {
+            node_id: self.node_id.clone(),
+            max_volumes_per_node: self.max_volumes_per_node,
+            accessible_topology,
+        }))
+    }
+}
+
+/// Topology keys reported by NodeGetInfo (the host node's labels).
+pub const TOPOLOGY_KEYS: &[&str] = &["topology.kubernetes.io/zone", "topology.kubernetes.io/region"];
+
+/// Reads the zone/region of the host node running `vm`, if the credentials allow.
+pub async fn host_topology(host: &Host, vm: &str) -> BTreeMap<String, String> {
+    let Ok(Some(vmi)) = host.get_vmi(vm).await else { return BTreeMap::new() };
+    let node = crate::host::str_at(&vmi, "/status/nodeName").to_string();
+    if node.is_empty() {
+        return BTreeMap::new();
+    }
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(host.client.clone());
+    match host.call_opt("get node", nodes.get(&node)).await {
+        Ok(Some(n)) => {
+            let labels = n.metadata.labels.unwrap_or_default();
+            TOPOLOGY_KEYS.iter().filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
+        }
+        Ok(None) => BTreeMap::new(),
+        Err(e) => {
+            tracing::info!(error = %e, "topology unavailable: cannot read the host node");
+            BTreeMap::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("/var/lib/kubelet/x", true)]
+    #[case("relative/path", false)]
+    #[case("/var/../etc", false)]
+    #[case("", false)]
+    fn paths(#[case] p: &str, #[case] ok: bool) {
+        assert_eq!(checked_path("target_path", p).is_ok(), ok);
+    }
+}

@@ -1,0 +1,78 @@
+//! NodePublishVolume / NodeUnpublishVolume: bind mounts from the staging path
+//! (filesystems, NFS) or of the device file (block), read-only when asked.
+
+use csi_proto::csi::v1 as csi;
+use tokio::time::Instant;
+
+use super::{checked_path, NodeService};
+use crate::capabilities::shape_of;
+use crate::controller::publish_context as ctx;
+use crate::error::{Error, Result};
+use crate::mount::{ensure_dir, ensure_file, remove_target, MountError, Mounter};
+use crate::names;
+
+impl NodeService {
+    pub(super) async fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<csi::NodePublishVolumeResponse> {
+        names::validate_volume_id(&req.volume_id)?;
+        let target = checked_path("target path", &req.target_path)?.to_path_buf();
+        let staging = checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("volume capability is required".into()))?;
+        let shape = shape_of(cap)?;
+        let readonly = req.readonly || shape.reader_only;
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        tracing::info!(volume = %id, target = %target.display(), readonly, "NodePublishVolume");
+        if let Some(m) = self.mounter.mount_at(&target)? {
+            if m.is_read_only() != readonly {
+                return Err(Error::AlreadyExists(format!(
+                    "{} is already published with a different read-only setting",
+                    target.display()
+                )));
+            }
+            return Ok(csi::NodePublishVolumeResponse {});
+        }
+        if shape.block {
+            let by_id = req
+                .publish_context
+                .get(ctx::BY_ID)
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument("publish context lacks the device name".into()))?;
+            let device = self.find_device(&by_id, Instant::now()).await?;
+            if let Some(parent) = target.parent() {
+                ensure_dir(parent)?;
+            }
+            ensure_file(&target)?;
+            if let Err(e) = self.mounter.bind_mount(&device, &target, readonly, &[]).await {
+                let _ = remove_target(&target);
+                return Err(e.into());
+            }
+            return Ok(csi::NodePublishVolumeResponse {});
+        }
+        if self.mounter.mount_at(&staging)?.is_none() {
+            return Err(Error::FailedPrecondition(format!("volume {id} is not staged at {}", staging.display())));
+        }
+        ensure_dir(&target)?;
+        self.mounter.bind_mount(&staging, &target, readonly, &shape.mount_flags).await?;
+        Ok(csi::NodePublishVolumeResponse {})
+    }
+
+    pub(super) async fn unpublish(
+        &self,
+        req: csi::NodeUnpublishVolumeRequest,
+    ) -> Result<csi::NodeUnpublishVolumeResponse> {
+        names::validate_volume_id(&req.volume_id)?;
+        let target = checked_path("target path", &req.target_path)?.to_path_buf();
+        let _guard = self.locks.try_lock(&req.volume_id)?;
+        tracing::info!(volume = %req.volume_id, target = %target.display(), "NodeUnpublishVolume");
+        match self.mounter.unmount(&target).await {
+            Ok(()) | Err(MountError::NotMounted { .. }) => {}
+            Err(MountError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        remove_target(&target)?;
+        Ok(csi::NodeUnpublishVolumeResponse {})
+    }
+}

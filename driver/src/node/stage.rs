@@ -1,0 +1,160 @@
+//! NodeStageVolume / NodeUnstageVolume.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use csi_proto::csi::v1 as csi;
+use tokio::time::Instant;
+
+use super::{checked_path, NodeService};
+use crate::capabilities::shape_of;
+use crate::controller::publish_context as ctx;
+use crate::error::{Error, Result};
+use crate::mount::{FsType, Mounter};
+use crate::names;
+
+/// Whether a publish/volume context describes an NFS export.
+pub(super) fn is_shared(
+    publish: &std::collections::HashMap<String, String>,
+    volume: &std::collections::HashMap<String, String>,
+) -> bool {
+    publish.get(ctx::SHARED).map(String::as_str) == Some("true")
+        || volume.get(crate::controller::volume_context::SHARED).map(String::as_str) == Some("true")
+}
+
+impl NodeService {
+    /// The hot-plugged disk of a volume: the exact by-id link under `--root`.
+    pub(super) async fn find_device(&self, by_id: &str, until: Instant) -> Result<PathBuf> {
+        if by_id.is_empty() || by_id.contains('/') || by_id.starts_with('.') {
+            return Err(Error::InvalidArgument(format!("publish context has an invalid device name {by_id:?}")));
+        }
+        let link = self.root.join("dev/disk/by-id").join(by_id);
+        // The domain has the disk once the VMI says Ready; udev may lag a moment behind.
+        loop {
+            match tokio::fs::canonicalize(&link).await {
+                Ok(dev) => return Ok(dev),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(Error::Unavailable(format!("device {} not present: {e}", link.display()))),
+            }
+        }
+    }
+
+    pub(super) async fn stage(
+        &self,
+        req: csi::NodeStageVolumeRequest,
+        deadline: Instant,
+    ) -> Result<csi::NodeStageVolumeResponse> {
+        names::validate_volume_id(&req.volume_id)?;
+        let staging = checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
+        let cap = req
+            .volume_capability
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("volume capability is required".into()))?;
+        let shape = shape_of(cap)?;
+        let id = req.volume_id.clone();
+        let _guard = self.locks.try_lock(&id)?;
+        tracing::info!(volume = %id, staging = %staging.display(), "NodeStageVolume");
+        if is_shared(&req.publish_context, &req.volume_context) {
+            return self
+                .stage_shared(&req, &staging, &shape.mount_flags, deadline)
+                .await
+                .map(|_| csi::NodeStageVolumeResponse {});
+        }
+        if shape.shared {
+            return Err(Error::InvalidArgument(format!("volume {id} is not an RWX volume")));
+        }
+        let by_id = req.publish_context.get(ctx::BY_ID).cloned().ok_or_else(|| {
+            Error::InvalidArgument(
+                "publish context lacks the device name; was the volume published by this driver?".into(),
+            )
+        })?;
+        // Wait for KubeVirt to report the disk in the domain (a watch, bounded by the deadline).
+        self.host.wait_attached(&self.node_id, &id, deadline).await?;
+        let device = self.find_device(&by_id, deadline).await?;
+        let want: u64 = req.publish_context.get(ctx::SIZE).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let have = self.mounter.device_size(&device).await?;
+        if have < want {
+            return Err(Error::FailedPrecondition(format!(
+                "device {} ({have} bytes) is smaller than volume {id} ({want} bytes): refusing a disk that may not be this volume",
+                device.display()
+            )));
+        }
+        if shape.block {
+            return Ok(csi::NodeStageVolumeResponse {});
+        }
+        if let Some(m) = self.mounter.mount_at(&staging)? {
+            let same = tokio::fs::canonicalize(&m.source).await.map(|s| s == device).unwrap_or(false);
+            if same {
+                return Ok(csi::NodeStageVolumeResponse {});
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "{} is already mounted from {}, not {}",
+                staging.display(),
+                m.source,
+                device.display()
+            )));
+        }
+        let fs: FsType = shape.fs_type.as_deref().unwrap_or("ext4").parse()?;
+        if tokio::fs::metadata(&staging).await.is_err() {
+            crate::mount::ensure_dir(&staging)?;
+        }
+        let formatted = self.mounter.format_if_blank(&device, fs, &[]).await?;
+        if !formatted {
+            self.mounter.check(&device, fs).await?;
+        }
+        self.mounter.mount(&device, &staging, Some(fs.as_str()), &shape.mount_flags).await?;
+        tracing::info!(volume = %id, device = %device.display(), %fs, formatted, "staged");
+        Ok(csi::NodeStageVolumeResponse {})
+    }
+
+    async fn stage_shared(
+        &self,
+        req: &csi::NodeStageVolumeRequest,
+        staging: &Path,
+        flags: &[String],
+        deadline: Instant,
+    ) -> Result<()> {
+        let export_name = match req.publish_context.get(ctx::EXPORT) {
+            Some(e) => e.clone(),
+            None => self
+                .host
+                .get_pvc(&req.volume_id)
+                .await?
+                .and_then(|p| p.spec.and_then(|s| s.volume_name))
+                .ok_or_else(|| Error::NotFound(format!("volume {} has no host volume", req.volume_id)))?,
+        };
+        names::validate_volume_id(&export_name)?;
+        let export = self.host.wait_nfs_ready(&export_name, deadline).await?;
+        let wanted_source = format!("{}:{}", export.endpoint, export.path);
+        if let Some(m) = self.mounter.mount_at(staging)? {
+            if m.source == wanted_source && !self.mounter.is_stale(staging) {
+                return Ok(());
+            }
+            // The share-manager moved (endpoint changed) or the mount went stale: mount afresh.
+            tracing::warn!(volume = %req.volume_id, old = %m.source, new = %wanted_source, "replacing a stale or moved NFS mount");
+            self.mounter.unmount(staging).await?;
+        }
+        crate::mount::ensure_dir(staging)?;
+        let mut options = export.options.clone();
+        for f in flags {
+            options.push(',');
+            options.push_str(f);
+        }
+        self.nfs.mount(&export.endpoint, &export.path, staging, &options).await
+    }
+
+    pub(super) async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<csi::NodeUnstageVolumeResponse> {
+        names::validate_volume_id(&req.volume_id)?;
+        let staging = checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
+        let _guard = self.locks.try_lock(&req.volume_id)?;
+        tracing::info!(volume = %req.volume_id, staging = %staging.display(), "NodeUnstageVolume");
+        match self.mounter.unmount(&staging).await {
+            Ok(()) | Err(crate::mount::MountError::NotMounted { .. }) => {}
+            Err(crate::mount::MountError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(csi::NodeUnstageVolumeResponse {})
+    }
+}
