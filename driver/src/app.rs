@@ -31,7 +31,7 @@ pub enum StartError {
 }
 
 /// The host client from the cloud-config, and its namespace (the VMs' namespace).
-pub async fn host_client(config: &Config) -> Result<(kube::Client, String), StartError> {
+pub async fn host_client(config: &Config) -> Result<(kube::Client, String, String), StartError> {
     let path = config.cloud_config_path();
     let err = |reason: String| StartError::CloudConfig { path: path.display().to_string(), reason };
     let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| err(e.to_string()))?;
@@ -39,8 +39,9 @@ pub async fn host_client(config: &Config) -> Result<(kube::Client, String), Star
         .await
         .map_err(|e| err(e.to_string()))?;
     let namespace = kc.default_namespace.clone();
+    let url = kc.cluster_url.to_string();
     let client = kube::Client::try_from(kc).map_err(|e| err(e.to_string()))?;
-    Ok((client, namespace))
+    Ok((client, namespace, url))
 }
 
 async fn guest_client(config: &Config) -> Result<Option<kube::Client>, StartError> {
@@ -64,7 +65,8 @@ async fn guest_client(config: &Config) -> Result<Option<kube::Client>, StartErro
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let endpoint: Endpoint = config.endpoint.parse()?;
     let metrics = Arc::new(Metrics::default());
-    let (client, namespace) = host_client(&config).await?;
+    let (client, namespace, cluster_url) = host_client(&config).await?;
+    let cluster_topology = node::host_cluster_segment(&cluster_url);
     let host = Host::new(client.clone(), namespace.clone(), metrics.clone());
     tracing::info!(namespace = %namespace, mode = ?config.mode, "harvester-csi-driver starting");
 
@@ -118,6 +120,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
                 host_storage_class: config.host_storage_class.clone(),
                 cluster_id,
                 timeout: config.operation_timeout,
+                max_volumes_per_node: config.max_volumes_per_node,
+                accessible_topology: cluster_topology.clone(),
             },
             metrics: metrics.clone(),
         };
@@ -131,7 +135,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         let node_id = node::vm_identity::discover(&host, &config.root, config.node_id.as_deref())
             .await
             .map_err(StartError::NodeIdentity)?;
-        let topology = node::host_topology(&host, &node_id).await;
+        let mut topology = node::host_topology(&host, &node_id).await;
+        topology.extend(cluster_topology.clone());
         let service = NodeService {
             node_id,
             root: config.root.clone(),

@@ -45,6 +45,8 @@ pub struct Shape {
     pub fs_type: Option<String>,
     pub mount_flags: Vec<String>,
     pub reader_only: bool,
+    /// SINGLE_NODE_SINGLE_WRITER: one publish target at a time.
+    pub single_writer: bool,
 }
 
 pub const SUPPORTED_FS: &[&str] = &["ext4", "xfs", "btrfs"];
@@ -66,6 +68,7 @@ pub fn shape_of(cap: &csi::VolumeCapability) -> Result<Shape> {
     let mode = mode_of(cap)?;
     let shared = matches!(mode, Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter);
     let reader_only = matches!(mode, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly);
+    let single_writer = mode == Mode::SingleNodeSingleWriter;
     match &cap.access_type {
         Some(AccessType::Block(_)) => {
             if shared {
@@ -73,7 +76,7 @@ pub fn shape_of(cap: &csi::VolumeCapability) -> Result<Shape> {
                     "multi-node block volumes are not supported: Longhorn RWX block volumes exist for VM live migration only".into(),
                 ));
             }
-            Ok(Shape { shared, block: true, fs_type: None, mount_flags: vec![], reader_only })
+            Ok(Shape { shared, block: true, fs_type: None, mount_flags: vec![], reader_only, single_writer })
         }
         Some(AccessType::Mount(m)) => {
             let fs = m.fs_type.trim().to_string();
@@ -89,6 +92,7 @@ pub fn shape_of(cap: &csi::VolumeCapability) -> Result<Shape> {
                 fs_type: (!fs.is_empty()).then_some(fs),
                 mount_flags: m.mount_flags.clone(),
                 reader_only,
+                single_writer,
             })
         }
         None => Err(Error::InvalidArgument("volume capability must be either block or mount".into())),

@@ -31,7 +31,7 @@ pub enum Error {
     #[error("{0}")]
     Internal(String),
     /// A host (Harvester) API call failed; mapped by the Status reason.
-    #[error("{op}: {source}")]
+    #[error("{op}: {}", describe(source))]
     Host {
         op: String,
         #[source]
@@ -42,6 +42,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The host's own words for an API error; kube's Display adds a debug dump.
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
 
 impl Error {
     pub fn host(op: impl Into<String>, source: kube::Error) -> Self {

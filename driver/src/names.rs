@@ -23,6 +23,8 @@ pub mod keys {
     pub const SNAP_HOST_SC: &str = "harvesterhci.io/snapHostSC";
     pub const SNAP_HOST_VOLUME_MODE: &str = "harvesterhci.io/snapHostVolumeMode";
     pub const BACKUP_SOURCE_VOLUME: &str = "harvesterhci.io/backupSourceVolume";
+    /// The CO's name for a volume/snapshot whose host name is a hash of it.
+    pub const CSI_NAME: &str = "csi.harvesterhci.io/csi-name";
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -51,16 +53,37 @@ pub fn validate_volume_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// CreateVolume's `name` becomes the volume id, so it obeys the same rule.
-pub fn validate_volume_name(name: &str) -> Result<()> {
+/// The longest CO-suggested name accepted (the CSI spec's size limit for strings).
+pub const MAX_NAME_BYTES: usize = 128;
+
+fn hashed(prefix: &str, name: &str) -> String {
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{}", &hex[..32])
+}
+
+/// The volume id (host PVC name) for CreateVolume's `name`: the name itself when
+/// it is already a valid label (the external-provisioner's `pvc-<uid>`), else a
+/// stable hash of it, so any name the CO picks maps to the same host object.
+pub fn volume_id_for(name: &str) -> Result<String> {
     if name.is_empty() {
         return Err(Error::InvalidArgument("volume name is required".into()));
     }
-    validate_volume_id(name).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "volume name {name:?} is not valid: it must be a lowercase RFC 1123 label of at most 63 characters"
-        ))
-    })
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::InvalidArgument(format!("volume name is longer than {MAX_NAME_BYTES} bytes")));
+    }
+    Ok(if is_dns_label(name) { name.to_string() } else { hashed("hcsi-", name) })
+}
+
+/// The host VolumeSnapshot/backup name for CreateSnapshot's `name` (same scheme).
+pub fn snapshot_object_for(name: &str) -> Result<String> {
+    if name.is_empty() {
+        return Err(Error::InvalidArgument("snapshot name is required".into()));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::InvalidArgument(format!("snapshot name is longer than {MAX_NAME_BYTES} bytes")));
+    }
+    Ok(if is_dns_label(name) { name.to_string() } else { hashed("hsnap-", name) })
 }
 
 /// A node id is the name of the VM in the host namespace.
@@ -110,17 +133,6 @@ impl SnapshotId {
             SnapshotId::Backup { namespace, name } => format!("{BACKUP_PREFIX}{namespace}/{name}"),
         }
     }
-}
-
-/// The snapshot name from CreateSnapshot becomes a host object name.
-pub fn validate_snapshot_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::InvalidArgument("snapshot name is required".into()));
-    }
-    if !is_dns_subdomain(name) {
-        return Err(Error::InvalidArgument(format!("snapshot name {name:?} is not a valid object name")));
-    }
-    Ok(())
 }
 
 /// The disk serial this driver gives a hot-plugged volume: 20 characters, the
@@ -186,6 +198,24 @@ mod tests {
         if let Ok(s) = got {
             assert_eq!(s.render(), id);
         }
+    }
+
+    #[rstest]
+    #[case("pvc-0b1c8a3e-51f2-4bd4-9a3c-6a1f0c0e8d11", Some("pvc-0b1c8a3e-51f2-4bd4-9a3c-6a1f0c0e8d11"))]
+    #[case("Sanity-Volume-ABC", None)]
+    #[case("", Some("error"))]
+    fn volume_ids_for_names(#[case] name: &str, #[case] want: Option<&str>) {
+        match (volume_id_for(name), want) {
+            (Err(_), Some("error")) => {}
+            (Ok(id), Some(w)) => assert_eq!(id, w),
+            (Ok(id), None) => {
+                assert!(id.starts_with("hcsi-") && validate_volume_id(&id).is_ok());
+                assert_eq!(volume_id_for(name).unwrap(), id);
+            }
+            (other, w) => panic!("{other:?} vs {w:?}"),
+        }
+        assert!(volume_id_for(&"a".repeat(129)).is_err());
+        assert!(volume_id_for(&"A".repeat(128)).is_ok());
     }
 
     #[test]

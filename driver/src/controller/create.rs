@@ -43,7 +43,10 @@ pub mod context {
 
 #[derive(Debug, Clone)]
 struct Request {
+    /// The volume id: the host PVC name.
     name: String,
+    /// The name the CO asked for (differs from `name` when hashed).
+    csi_name: String,
     shape: Shape,
     size: u64,
     limit: u64,
@@ -82,7 +85,7 @@ fn parse_size(range: Option<&csi::CapacityRange>) -> Result<(u64, u64)> {
 }
 
 fn parse_request(req: &csi::CreateVolumeRequest) -> Result<Request> {
-    names::validate_volume_name(&req.name)?;
+    let id = names::volume_id_for(&req.name)?;
     let shape = shape_of_all(&req.volume_capabilities)?;
     let (size, limit) = parse_size(req.capacity_range.as_ref())?;
     for key in req.parameters.keys() {
@@ -130,7 +133,8 @@ fn parse_request(req: &csi::CreateVolumeRequest) -> Result<Request> {
         _ => None,
     };
     Ok(Request {
-        name: req.name.clone(),
+        name: id,
+        csi_name: req.name.clone(),
         shape,
         size,
         limit,
@@ -191,6 +195,9 @@ impl ControllerService {
         }
         if let Some(pv) = &r.guest_pv {
             annotations.insert(keys::GUEST_PV_NAME.into(), pv.clone());
+        }
+        if r.csi_name != r.name {
+            annotations.insert(keys::CSI_NAME.into(), r.csi_name.clone());
         }
         (labels, annotations)
     }
@@ -313,6 +320,16 @@ impl ControllerService {
         if e.data_source.as_ref().map(|d| (&d.kind, &d.name)) != w.data_source.as_ref().map(|d| (&d.kind, &d.name)) {
             diffs.push("data source");
         }
+        let existing_name = existing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(keys::CSI_NAME))
+            .cloned()
+            .unwrap_or_else(|| r.name.clone());
+        if existing_name != r.csi_name {
+            diffs.push("name (hash collision)");
+        }
         let have = pvc_request(existing);
         if have < r.size.min(pvc_request(wanted)) || (r.limit > 0 && have > r.limit) {
             diffs.push("size");
@@ -424,7 +441,11 @@ impl ControllerService {
                 volume_id: r.name.clone(),
                 volume_context,
                 content_source: req.volume_content_source.clone(),
-                accessible_topology: vec![],
+                accessible_topology: if self.settings.accessible_topology.is_empty() {
+                    vec![]
+                } else {
+                    vec![csi::Topology { segments: self.settings.accessible_topology.clone().into_iter().collect() }]
+                },
             }),
         })
     }
@@ -571,7 +592,7 @@ mod tests {
 
     #[test]
     fn names_are_checked_before_anything() {
-        assert_eq!(parse_request(&req("../../etc", &[])).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert!(parse_request(&req("../../etc", &[])).unwrap().name.starts_with("hcsi-"));
         assert_eq!(parse_request(&req("", &[])).unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

@@ -32,6 +32,10 @@ pub struct ControllerSettings {
     /// Written on host objects as ownership.
     pub cluster_id: Option<String>,
     pub timeout: Duration,
+    /// Hot-plugged volumes one VM may carry (also reported by NodeGetInfo).
+    pub max_volumes_per_node: i64,
+    /// Topology every volume of this Harvester cluster is accessible from.
+    pub accessible_topology: std::collections::BTreeMap<String, String>,
 }
 
 pub struct ControllerService {

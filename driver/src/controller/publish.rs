@@ -99,11 +99,37 @@ impl ControllerService {
             }
         }
         let here = attachments.into_iter().find(|a| a.vm == vm);
+        if let Some(a) = &here {
+            if a.disk.is_some() && a.readonly() != req.readonly {
+                return Err(Error::AlreadyExists(format!(
+                    "volume {id} is already published to {vm} {}",
+                    if a.readonly() { "read-only" } else { "read-write" }
+                )));
+            }
+        } else {
+            let vm_obj = self.host.get_vm(&vm).await?;
+            let hotplugged = vm_obj
+                .as_ref()
+                .and_then(|v| v.pointer("/spec/template/spec/volumes"))
+                .and_then(|v| v.as_array())
+                .map(|vols| {
+                    vols.iter()
+                        .filter(|v| v.pointer("/persistentVolumeClaim/hotpluggable") == Some(&serde_json::json!(true)))
+                        .count()
+                })
+                .unwrap_or(0);
+            let limit = self.settings.max_volumes_per_node;
+            if limit > 0 && hotplugged as i64 >= limit {
+                return Err(Error::ResourceExhausted(format!(
+                    "VM {vm} already has {hotplugged} hot-plugged volumes (limit {limit})"
+                )));
+            }
+        }
         let attached = match here {
             Some(a) if a.is_ready() && a.in_vm => a,
             Some(a) if a.in_vm || a.in_vmi => self.host.wait_attached(&vm, &id, deadline).await?,
             _ => {
-                let disk = DiskSpec { virtio: false, serial: names::disk_serial(&id) };
+                let disk = DiskSpec { virtio: false, serial: names::disk_serial(&id), readonly: req.readonly };
                 self.host.hotplug(&vm, &id, &disk).await?;
                 self.host.wait_attached(&vm, &id, deadline).await?
             }

@@ -82,9 +82,9 @@ impl ControllerService {
 
     pub(super) async fn create_snapshot_impl(
         &self,
-        req: csi::CreateSnapshotRequest,
+        mut req: csi::CreateSnapshotRequest,
     ) -> Result<csi::CreateSnapshotResponse> {
-        names::validate_snapshot_name(&req.name)?;
+        req.name = names::snapshot_object_for(&req.name)?;
         if req.source_volume_id.is_empty() {
             return Err(Error::InvalidArgument("source volume id is required".into()));
         }

@@ -153,6 +153,13 @@ impl Host {
 
     /// Probes every host feature and stores (and logs) the report.
     pub async fn probe_features(&self) -> CapabilityReport {
+        let stored = self.for_probing().probe_all().await;
+        log_report(&stored);
+        self.metrics.set_report(&stored);
+        stored
+    }
+
+    async fn probe_all(&self) -> CapabilityReport {
         let version = match self.setting("server-version").await {
             Ok(Some(v)) => v,
             Ok(None) => "unknown".into(),
@@ -210,10 +217,7 @@ impl Host {
             hotplug: if declarative { HotplugMode::Declarative } else { HotplugMode::Legacy },
             features,
         };
-        let stored = self.features.store(report);
-        log_report(&stored);
-        self.metrics.set_report(&stored);
-        stored
+        self.features.store(report)
     }
 
     async fn probe_declarative(&self, version: &str) -> (bool, FeatureStatus) {

@@ -14,11 +14,17 @@ use crate::error::{Error, Result};
 pub struct DiskSpec {
     pub virtio: bool,
     pub serial: String,
+    /// Published read-only: the guest gets a read-only disk.
+    pub readonly: bool,
 }
 
 impl DiskSpec {
     fn to_json(&self, name: &str) -> Value {
-        json!({"name": name, "disk": {"bus": if self.virtio { "virtio" } else { "scsi" }}, "serial": self.serial})
+        let mut target = json!({"bus": if self.virtio { "virtio" } else { "scsi" }});
+        if self.readonly {
+            target["readonly"] = json!(true);
+        }
+        json!({"name": name, "disk": target, "serial": self.serial})
     }
 }
 
@@ -46,6 +52,11 @@ impl Attachment {
     pub fn is_present(&self) -> bool {
         self.in_vm || self.in_vmi || self.status.is_some()
     }
+    /// Whether the disk was hot-plugged read-only.
+    pub fn readonly(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.pointer("/disk/readonly") == Some(&json!(true)))
+    }
+
     /// The guest's `/dev/disk/by-id` name for this disk.
     pub fn by_id_name(&self, volume: &str) -> String {
         let disk = self.disk.as_ref();

@@ -67,12 +67,14 @@ pub struct Host {
     pub namespace: String,
     pub metrics: Arc<Metrics>,
     pub features: Arc<Features>,
+    /// Set on the copy used by capability probes: their denials are the answer, not news.
+    probing: bool,
 }
 
 impl Host {
     pub fn new(client: kube::Client, namespace: String, metrics: Arc<Metrics>) -> Self {
         let features = Arc::new(Features::default());
-        Self { client, namespace, metrics, features }
+        Self { client, namespace, metrics, features, probing: false }
     }
 
     /// Runs one host call: records latency, maps the error, and asks for a
@@ -89,12 +91,17 @@ impl Host {
         self.metrics.observe_host(op, outcome, started.elapsed());
         result.map_err(|e| {
             let err = Error::host(op, e);
-            if err.is_forbidden() {
+            if err.is_forbidden() && !self.probing {
                 tracing::warn!(operation = op, error = %err, "host denied a call; re-probing capabilities");
                 self.features.request_reprobe();
             }
             err
         })
+    }
+
+    /// The same client for capability probes (denials do not trigger re-probes).
+    pub fn for_probing(&self) -> Self {
+        Self { probing: true, ..self.clone() }
     }
 
     /// Like `call`, but NotFound becomes `None`.

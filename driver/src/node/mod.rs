@@ -54,6 +54,15 @@ pub(crate) fn checked_path<'a>(field: &str, p: &'a str) -> Result<&'a Path> {
     Ok(path)
 }
 
+/// A volume path for stats/expansion: one that cannot exist (relative, `..`) is
+/// simply not a volume here (NOT_FOUND, as the spec asks), not a malformed request.
+pub(crate) fn volume_path(p: &str) -> Result<&Path> {
+    if p.is_empty() {
+        return Err(Error::InvalidArgument("volume path is required".into()));
+    }
+    checked_path("volume path", p).map_err(|_| Error::NotFound(format!("no volume at {p:?}")))
+}
+
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -140,11 +149,24 @@ impl csi_proto::Node for NodeService {
     }
 }
 
-/// Topology keys reported by NodeGetInfo (the host node's labels).
+/// Topology keys reported by NodeGetInfo from the host node's labels.
 pub const TOPOLOGY_KEYS: &[&str] = &["topology.kubernetes.io/zone", "topology.kubernetes.io/region"];
+
+/// The segment every node and volume of one Harvester cluster shares: a guest
+/// cluster spanning two Harvester clusters cannot attach across them.
+pub const HOST_CLUSTER_KEY: &str = "topology.harvesterhci.io/host-cluster";
+
+/// The host-cluster segment value, from the host API address (label-safe).
+pub fn host_cluster_segment(cluster_url: &str) -> BTreeMap<String, String> {
+    let host = cluster_url.split("://").nth(1).unwrap_or(cluster_url).split('/').next().unwrap_or("");
+    BTreeMap::from([(HOST_CLUSTER_KEY.to_string(), crate::names::label_value(host))])
+}
 
 /// Reads the zone/region of the host node running `vm`, if the credentials allow.
 pub async fn host_topology(host: &Host, vm: &str) -> BTreeMap<String, String> {
+    if !host.features.enabled(crate::host::Feature::Topology) {
+        return BTreeMap::new();
+    }
     let Ok(Some(vmi)) = host.get_vmi(vm).await else { return BTreeMap::new() };
     let node = crate::host::str_at(&vmi, "/status/nodeName").to_string();
     if node.is_empty() {

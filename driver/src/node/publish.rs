@@ -34,6 +34,9 @@ impl NodeService {
             }
             return Ok(csi::NodePublishVolumeResponse {});
         }
+        if shape.single_writer {
+            self.refuse_second_writer(&id, &staging, &target, shape.block)?;
+        }
         if shape.block {
             let by_id = req
                 .publish_context
@@ -57,6 +60,47 @@ impl NodeService {
         ensure_dir(&target)?;
         self.mounter.bind_mount(&staging, &target, readonly, &shape.mount_flags).await?;
         Ok(csi::NodePublishVolumeResponse {})
+    }
+
+    /// SINGLE_NODE_SINGLE_WRITER: the volume may be published at one target only.
+    fn refuse_second_writer(
+        &self,
+        id: &str,
+        staging: &std::path::Path,
+        target: &std::path::Path,
+        block: bool,
+    ) -> Result<()> {
+        let mounts = self.mounter.mounts()?;
+        let others: Vec<String> = if block {
+            // A published block volume is a bind of the device node onto a file.
+            let Some(stage) = mounts.iter().find(|m| m.target == staging) else { return Ok(()) };
+            mounts
+                .iter()
+                .filter(|m| {
+                    m.major_minor == stage.major_minor && m.target != staging && m.target != target && m.root != "/"
+                })
+                .map(|m| m.target.display().to_string())
+                .collect()
+        } else {
+            let Some(stage) = mounts.iter().rev().find(|m| m.target == staging) else { return Ok(()) };
+            mounts
+                .iter()
+                .filter(|m| {
+                    m.major_minor == stage.major_minor
+                        && m.root == stage.root
+                        && m.target != staging
+                        && m.target != target
+                })
+                .map(|m| m.target.display().to_string())
+                .collect()
+        };
+        if others.is_empty() {
+            return Ok(());
+        }
+        Err(Error::FailedPrecondition(format!(
+            "volume {id} is single-writer and already published at {}",
+            others.join(", ")
+        )))
     }
 
     pub(super) async fn unpublish(

@@ -56,10 +56,15 @@ pub fn parse(path: &str, is_namespaced_plural: impl Fn(&str, &str, &str) -> bool
     };
     let mut req = ResourceRequest { group, version, ..Default::default() };
     let rest: Vec<String> = rest.iter().map(|s| decode(s)).collect::<ApiResult<_>>()?;
+    // As the apiserver's RequestInfo resolver: `namespaces/<ns>/<x>` is a request in
+    // namespace <ns> unless <x> is one of the namespace's own subresources.
+    let namespace_subresource = |plural: &str| {
+        req.group.is_empty()
+            && matches!(plural, "status" | "finalize")
+            && !is_namespaced_plural(&req.group, &req.version, plural)
+    };
     let tail: &[String] = match rest.as_slice() {
-        [ns_kw, ns, plural, tail @ ..]
-            if ns_kw == "namespaces" && is_namespaced_plural(&req.group, &req.version, plural) =>
-        {
+        [ns_kw, ns, plural, tail @ ..] if ns_kw == "namespaces" && !namespace_subresource(plural) => {
             req.namespace = Some(ns.clone());
             req.resource = plural.clone();
             tail
