@@ -14,3 +14,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --all-targets
+
+echo "== csi-sanity (driver + simulator)"
+./ci/csi-sanity.sh target/csi-sanity

@@ -24,6 +24,12 @@ pub fn controller_capabilities() -> Vec<csi::controller_service_capability::rpc:
     ]
 }
 
+/// Capabilities that need host snapshots (advertised only where the host has them).
+pub fn is_snapshot_capability(t: csi::controller_service_capability::rpc::Type) -> bool {
+    use csi::controller_service_capability::rpc::Type;
+    matches!(t, Type::CreateDeleteSnapshot | Type::ListSnapshots)
+}
+
 pub fn node_capabilities() -> Vec<csi::node_service_capability::rpc::Type> {
     use csi::node_service_capability::rpc::Type;
     vec![

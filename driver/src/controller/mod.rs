@@ -110,8 +110,13 @@ impl csi_proto::Controller for ControllerService {
         _request: Request<csi::ControllerGetCapabilitiesRequest>,
     ) -> RpcResult<csi::ControllerGetCapabilitiesResponse> {
         use csi::controller_service_capability::Rpc;
+        // Snapshot RPCs only where the host can take snapshots or backups (Harvester ≥ v1.7).
+        let report = self.host.features.report();
+        let snapshots =
+            report.enabled(crate::host::Feature::Snapshots) || report.enabled(crate::host::Feature::RemoteBackups);
         let capabilities = capabilities::controller_capabilities()
             .into_iter()
+            .filter(|t| snapshots || !capabilities::is_snapshot_capability(*t))
             .map(|t| csi::ControllerServiceCapability {
                 r#type: Some(csi::controller_service_capability::Type::Rpc(Rpc { r#type: t as i32 })),
             })
