@@ -24,8 +24,9 @@ if ! "$SANITY" --help 2>&1 | grep -q "csi.testnodevolumeattachlimit" || [ ! -f "
 fi
 
 cargo build --quiet -p harvester-simulator -p harvester-csi-driver --bins
-SIM=target/debug/harvester-sim
-DRIVER=target/debug/harvester-csi-driver
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+SIM=$TARGET_DIR/debug/harvester-sim
+DRIVER=$TARGET_DIR/debug/harvester-csi-driver
 
 run_profile() {
   local profile=$1 work

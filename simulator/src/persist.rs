@@ -59,39 +59,71 @@ pub fn restore(store: &Store, snapshot: Snapshot) {
     store.restore(snapshot.resource_version, objects);
 }
 
+/// Objects of one type, serialised straight from the store's shared values.
+struct Items<'a>(&'a [Arc<Value>]);
+
+impl Serialize for Items<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|o| o.as_ref()))
+    }
+}
+
+/// The on-disk shape of [`Snapshot`], borrowing instead of copying every object.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotRef<'a> {
+    profile: &'a str,
+    resource_version: u64,
+    objects: std::collections::BTreeMap<String, Items<'a>>,
+}
+
 pub fn save(store: &Store, profile: &str, dir: &Path) -> Result<(), PersistError> {
     let (rv, all) = store.snapshot();
     let objects = all
-        .into_iter()
+        .iter()
         .filter(|(_, items)| !items.is_empty())
-        .map(|(k, items)| (format!("{}/{}", k.group, k.plural), items.iter().map(|o| (**o).clone()).collect()))
+        .map(|(k, items)| (format!("{}/{}", k.group, k.plural), Items(items)))
         .collect();
-    let snap = Snapshot { profile: profile.to_string(), resource_version: rv, objects };
+    let snap = SnapshotRef { profile, resource_version: rv, objects };
     let path = state_path(dir);
     let tmp = dir.join(format!("{STATE_FILE}.tmp"));
     let io = |op: &'static str, p: &Path| {
         let path = p.display().to_string();
         move |source| PersistError::Io { op, path, source }
     };
-    let bytes = serde_json::to_vec(&snap)
-        .map_err(|e| PersistError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
-    std::fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
+    // Streamed to the file: the document is as large as the whole store.
+    let file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    let mut out = std::io::BufWriter::new(file);
+    serde_json::to_writer(&mut out, &snap).map_err(|e| PersistError::Io {
+        op: "write",
+        path: tmp.display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    std::io::Write::flush(&mut out).map_err(io("write", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io("rename", &path))
 }
 
-/// Writes a snapshot after changes settle, and a last one on shutdown.
+/// Writes a snapshot after changes settle, and a last one on shutdown. Saving
+/// serialises the whole store, so it runs on a blocking thread, not on one of
+/// the runtime's workers that serve requests.
 pub async fn run(store: Arc<Store>, profile: String, dir: PathBuf, shutdown: CancellationToken) {
+    let save_off_runtime = |what: &'static str| {
+        let (store, profile, dir) = (store.clone(), profile.clone(), dir.clone());
+        async move {
+            match tokio::task::spawn_blocking(move || save(&store, &profile, &dir)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "saving simulator state{what}"),
+                Err(e) => tracing::error!(error = %e, "saving simulator state{what}: task failed"),
+            }
+        }
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = store.changed.notified() => {}
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Err(e) = save(&store, &profile, &dir) {
-            tracing::error!(error = %e, "saving simulator state");
-        }
+        save_off_runtime("").await;
     }
-    if let Err(e) = save(&store, &profile, &dir) {
-        tracing::error!(error = %e, "saving simulator state at shutdown");
-    }
+    save_off_runtime(" at shutdown").await;
 }

@@ -281,6 +281,11 @@ async fn serve(
                 }
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
+                    // As Go servers do: without it, the last segment of a response can
+                    // wait for a delayed ACK (~40 ms stalls on lists and watches).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "setting TCP_NODELAY");
+                    }
                     let acceptor = acceptor.clone();
                     let service = TowerToHyperService::new(router.clone());
                     let conn_stop = generation.clone();

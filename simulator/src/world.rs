@@ -265,6 +265,9 @@ impl World {
         if self.storage_classes.is_empty() {
             self.storage_classes = d.storage_classes;
         }
+        if self.vms.is_empty() {
+            self.vms = d.vms;
+        }
         let nodes: Vec<String> = self.host_nodes.iter().map(|n| n.name.clone()).collect();
         for (i, vm) in self.vms.iter_mut().enumerate() {
             if vm.host_node.is_none() {
@@ -353,6 +356,14 @@ mod tests {
     fn typos_are_reported_with_position() {
         let err = World::parse("vms:\n  - name: a\n    hostNod: x\n", "w.yaml").unwrap_err().to_string();
         assert!(err.contains("w.yaml") && err.contains("hostNod"), "{err}");
+    }
+
+    #[test]
+    fn omitted_sections_are_the_default_ones() {
+        let w = World::parse("timing: {hotplugMs: 200}\n", "w.yaml").unwrap();
+        assert_eq!(w.vms.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["guest-1", "guest-2", "guest-3"]);
+        assert_eq!(w.vms[1].host_node.as_deref(), Some("harvester-2"));
+        assert_eq!(w.timing.hotplug_ms, 200);
     }
 
     #[test]

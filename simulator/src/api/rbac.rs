@@ -24,7 +24,7 @@
 //!   reason suffix (e.g. a binding naming a missing role), since
 //!   [`forbidden_message`] is not given the objects.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 
 use serde_json::Value;
 
@@ -112,11 +112,13 @@ pub struct Attributes {
     pub resource_request: bool,
 }
 
-pub struct RbacObjects<'a> {
-    pub roles: &'a [Value],
-    pub cluster_roles: &'a [Value],
-    pub role_bindings: &'a [Value],
-    pub cluster_role_bindings: &'a [Value],
+/// The stored RBAC objects, as plain values or shared ones (`Arc<Value>`, which
+/// the store hands out, so a request need not copy them).
+pub struct RbacObjects<'a, V: Borrow<Value> = Value> {
+    pub roles: &'a [V],
+    pub cluster_roles: &'a [V],
+    pub role_bindings: &'a [V],
+    pub cluster_role_bindings: &'a [V],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +128,7 @@ pub enum Decision {
 }
 
 /// Decides a request the way the apiserver's `Privileged groups, RBAC` chain does.
-pub fn authorize(user: &UserInfo, attrs: &Attributes, objects: &RbacObjects<'_>) -> Decision {
+pub fn authorize<V: Borrow<Value>>(user: &UserInfo, attrs: &Attributes, objects: &RbacObjects<'_, V>) -> Decision {
     if user.in_group(SUPERUSER_GROUP) {
         return Decision::Allow;
     }
@@ -143,7 +145,7 @@ pub fn authorize(user: &UserInfo, attrs: &Attributes, objects: &RbacObjects<'_>)
     let grants = |rules: &[Rule<'_>]| rules.iter().any(|rule| rule.allows(attrs, &verb));
 
     for object in objects.cluster_role_bindings {
-        let Some(binding) = Binding::parse(object) else {
+        let Some(binding) = Binding::parse(object.borrow()) else {
             continue;
         };
         // A ClusterRoleBinding has no namespace to default a ServiceAccount
@@ -164,7 +166,7 @@ pub fn authorize(user: &UserInfo, attrs: &Attributes, objects: &RbacObjects<'_>)
         return Decision::Deny;
     }
 
-    for object in objects.role_bindings {
+    for object in objects.role_bindings.iter().map(Borrow::borrow) {
         match metadata_str(object, "namespace") {
             Some(ns) if ns == attrs.namespace => {}
             _ => continue,
@@ -391,8 +393,8 @@ impl<'a> Binding<'a> {
 /// Rules of the first Role (`namespace` given) or ClusterRole (`None`) with that
 /// name. A role whose JSON a real apiserver could not have decoded is treated
 /// as absent, which is what the authorizer does with a dangling roleRef.
-fn lookup_rules<'a>(objects: &'a [Value], namespace: Option<&str>, name: &str) -> Option<Vec<Rule<'a>>> {
-    let object = objects.iter().find(|object| {
+fn lookup_rules<'a, V: Borrow<Value>>(objects: &'a [V], namespace: Option<&str>, name: &str) -> Option<Vec<Rule<'a>>> {
+    let object = objects.iter().map(Borrow::borrow).find(|object| {
         metadata_str(object, "name") == Some(name)
             && namespace.is_none_or(|ns| metadata_str(object, "namespace") == Some(ns))
     })?;

@@ -279,10 +279,13 @@ impl Store {
     }
 
     /// Forget the watch history, as an apiserver restart with a compacted etcd
-    /// would: every watch from an older version now gets 410 and relists.
+    /// would: every version handed out so far is now too old, so every watch
+    /// resuming from one gets 410 and relists. The version moves on first, or a
+    /// client holding the newest version (an idle watcher) would resume unharmed.
     pub fn compact_history(&self) {
         let mut inner = self.lock();
         inner.history.clear();
+        inner.rv += 1;
         inner.oldest_watchable = inner.rv;
     }
 
@@ -359,6 +362,17 @@ mod tests {
         }
         assert!(s.subscribe_after(1).is_none());
         assert!(s.subscribe_after(s.current_rv()).is_some());
+    }
+
+    #[test]
+    fn compaction_expires_even_the_newest_version() {
+        let s = Store::new(100);
+        s.create(&key(), "ns", "a", json!({"metadata": {"name": "a"}})).unwrap();
+        let newest = s.current_rv();
+        s.compact_history();
+        assert!(s.subscribe_after(newest).is_none());
+        let (_, relisted) = s.list(&key(), None);
+        assert!(s.subscribe_after(relisted).is_some());
     }
 
     #[test]

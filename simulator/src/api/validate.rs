@@ -9,16 +9,23 @@ use super::meta;
 use super::quantity;
 use super::resources::ResourceType;
 
-fn is_dns_label(s: &str) -> bool {
+/// One dot-free part of an RFC 1123 name, without the 63-character cap.
+fn is_dns_label_chars(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.as_bytes().first().is_some_and(|b| b.is_ascii_alphanumeric())
         && s.as_bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && is_dns_label_chars(s)
+}
+
+/// Kubernetes' IsDNS1123Subdomain: at most 253 characters matching the label
+/// pattern between dots. The parts are *not* capped at 63 characters: the
+/// attacher names VolumeAttachments `csi-<sha256 hex>` (68 characters).
 fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label_chars)
 }
 
 /// RBAC names only need to be valid path segments (`system:…`, `harvesterhci.io:csi-driver`).
@@ -279,6 +286,18 @@ mod tests {
         new["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
         let causes = on_update(&rt("persistentvolumeclaims"), &old, &new);
         assert_eq!(causes[0].field, "spec.resources.requests.storage");
+    }
+
+    #[test]
+    fn subdomain_parts_may_be_longer_than_a_label() {
+        let va = all_types().into_iter().find(|t| t.plural == "volumeattachments").unwrap();
+        let name = format!("csi-{}", "ab".repeat(32));
+        let obj = json!({"metadata": {"name": name}, "spec": {"attacher": "driver.longhorn.io", "nodeName": "n", "source": {"persistentVolumeName": "pv"}}});
+        assert_eq!(on_create(&va, &obj), vec![]);
+        let causes = on_create(&rt("namespaces"), &json!({"metadata": {"name": "n".repeat(64)}}));
+        assert_eq!(causes[0].field, "metadata.name");
+        let causes = on_create(&rt("configmaps"), &json!({"metadata": {"name": "n".repeat(254)}}));
+        assert_eq!(causes[0].field, "metadata.name");
     }
 
     #[test]

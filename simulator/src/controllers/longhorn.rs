@@ -108,7 +108,12 @@ async fn reconcile_pvc(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requeue, 
     if meta::str_at(&pvc, "/spec/volumeName").is_empty() {
         return provision(ctx, &pvc).await;
     }
-    expand(ctx, &pvc).await
+    let requeue = expand(ctx, &pvc).await?;
+    // Pods using the claim changed (or an earlier sync failed): converge the
+    // attachment state here too, so it does not hinge on the hotplug
+    // controller's one-shot call succeeding.
+    try_sync_attachment(ctx, ns, name)?;
+    Ok(requeue)
 }
 
 async fn copy_sparse(src: &std::path::Path, dst: &std::path::Path) -> Result<(), String> {
