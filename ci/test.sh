@@ -17,3 +17,6 @@ cargo test --workspace --all-targets
 
 echo "== csi-sanity (driver + simulator)"
 ./ci/csi-sanity.sh target/csi-sanity
+
+echo "== scenario suite (embedded backend)"
+./ci/scenarios.sh

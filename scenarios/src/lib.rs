@@ -1,1 +1,18 @@
-//! The YAML end-to-end scenario runner. Filled by the scenarios issue.
+//! The YAML end-to-end scenario suite: a runner that plays the Kubernetes side
+//! (provisioner, attacher, kubelet, resizer, snapshotter) against the real
+//! driver and a simulated Harvester, and checks guest objects, host objects
+//! and data.
+
+pub mod backend;
+pub mod components;
+pub mod csi;
+pub mod env;
+pub mod model;
+pub mod report;
+pub mod runner;
+pub mod steps;
+
+/// Why a scenario (or a step) failed, in words for the report.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Failure(pub String);

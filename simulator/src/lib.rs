@@ -9,6 +9,7 @@ pub mod auth;
 pub mod controllers;
 pub mod devices;
 pub mod faults;
+pub mod guest;
 pub mod kubeconfig;
 pub mod persist;
 pub mod profiles;

@@ -281,25 +281,33 @@ async fn serve(
                 }
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    // As Go servers do: without it, the last segment of a response can
-                    // wait for a delayed ACK (~40 ms stalls on lists and watches).
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %e, "setting TCP_NODELAY");
-                    }
-                    let acceptor = acceptor.clone();
-                    let service = TowerToHyperService::new(router.clone());
-                    let conn_stop = generation.clone();
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(stream).await else { return };
-                        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        let conn = builder.serve_connection(TokioIo::new(tls), service);
-                        tokio::select! {
-                            _ = conn => {}
-                            _ = conn_stop.cancelled() => {}
-                        }
-                    });
+                    spawn_connection(stream, acceptor.clone(), router.clone(), generation.clone());
                 }
             }
         }
     }
+}
+
+/// Serves one accepted TCP connection over TLS until it ends or `stop` fires.
+pub(crate) fn spawn_connection(
+    stream: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    stop: CancellationToken,
+) {
+    // As Go servers do: without it, the last segment of a response can
+    // wait for a delayed ACK (~40 ms stalls on lists and watches).
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "setting TCP_NODELAY");
+    }
+    let service = TowerToHyperService::new(router);
+    tokio::spawn(async move {
+        let Ok(tls) = acceptor.accept(stream).await else { return };
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::select! {
+            _ = conn => {}
+            _ = stop.cancelled() => {}
+        }
+    });
 }

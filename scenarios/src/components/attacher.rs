@@ -1,0 +1,133 @@
+//! external-attacher: VolumeAttachments of this driver become
+//! ControllerPublish/Unpublish calls, retried with backoff as the sidecar does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use csi_proto::csi::v1 as csi;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::env::{Backoff, Env, DRIVER};
+
+pub const FINALIZER: &str = "external-attacher/driver-harvesterhci-io";
+
+/// The CSI node id a guest Node registered for this driver.
+pub async fn node_id(env: &Env, node: &str) -> Option<String> {
+    let n = Api::<Node>::all(env.guest.clone()).get(node).await.ok()?;
+    let json = n.metadata.annotations?.get("csi.volume.kubernetes.io/nodeid")?.clone();
+    serde_json::from_str::<std::collections::BTreeMap<String, String>>(&json).ok()?.get(DRIVER).cloned()
+}
+
+async fn attach(env: &Env, va: &VolumeAttachment) -> Result<(), String> {
+    let name = va.metadata.name.clone().unwrap_or_default();
+    let pv_name = va.spec.source.persistent_volume_name.clone().unwrap_or_default();
+    let pv = env.pvs().get(&pv_name).await.map_err(|e| format!("PV {pv_name}: {e}"))?;
+    let node = node_id(env, &va.spec.node_name)
+        .await
+        .ok_or_else(|| format!("node {} has no CSI node id yet", va.spec.node_name))?;
+    let spec = pv.spec.clone().unwrap_or_default();
+    let started = Instant::now();
+    let mut controller = env.csi.controller.clone();
+    let r = controller
+        .controller_publish_volume(csi::ControllerPublishVolumeRequest {
+            volume_id: super::pv_handle(&pv),
+            node_id: node,
+            volume_capability: Some(super::pv_capability(&pv)),
+            readonly: false,
+            volume_context: spec.csi.and_then(|c| c.volume_attributes).unwrap_or_default().into_iter().collect(),
+            ..Default::default()
+        })
+        .await;
+    env.record("attach", &format!("{pv_name}@{}", va.spec.node_name), started, r.is_ok());
+    let api: Api<VolumeAttachment> = Api::all(env.guest.clone());
+    match r {
+        Ok(resp) => {
+            let meta = resp.into_inner().publish_context;
+            api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"attached": true, "attachmentMetadata": meta, "attachError": null}})),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        Err(s) => {
+            let msg = format!("ControllerPublishVolume: {:?}: {}", s.code(), s.message());
+            let _ = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"attached": false, "attachError": {"message": msg, "time": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()}}})))
+                .await;
+            Err(msg)
+        }
+    }
+}
+
+async fn detach(env: &Env, va: &VolumeAttachment) -> Result<(), String> {
+    let name = va.metadata.name.clone().unwrap_or_default();
+    let pv_name = va.spec.source.persistent_volume_name.clone().unwrap_or_default();
+    let handle = match env.pvs().get(&pv_name).await {
+        Ok(pv) => super::pv_handle(&pv),
+        Err(_) => pv_name.clone(),
+    };
+    let node = node_id(env, &va.spec.node_name).await.unwrap_or_else(|| va.spec.node_name.clone());
+    let started = Instant::now();
+    let mut controller = env.csi.controller.clone();
+    let r = controller
+        .controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
+            volume_id: handle,
+            node_id: node,
+            ..Default::default()
+        })
+        .await;
+    env.record("detach", &format!("{pv_name}@{}", va.spec.node_name), started, r.is_ok());
+    r.map_err(|s| format!("ControllerUnpublishVolume: {:?}: {}", s.code(), s.message()))?;
+    let api: Api<VolumeAttachment> = Api::all(env.guest.clone());
+    let finalizers: Vec<String> =
+        va.metadata.finalizers.clone().unwrap_or_default().into_iter().filter(|f| f != FINALIZER).collect();
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub async fn run(env: Arc<Env>, stop: CancellationToken) {
+    let mut backoff = Backoff::default();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        let Ok(vas) = Api::<VolumeAttachment>::all(env.guest.clone()).list(&Default::default()).await else { continue };
+        let mut work = Vec::new();
+        for va in vas.items.into_iter().filter(|v| v.spec.attacher == DRIVER) {
+            let key = va.metadata.name.clone().unwrap_or_default();
+            let deleting = va.metadata.deletion_timestamp.is_some();
+            let attached = va.status.as_ref().is_some_and(|s| s.attached);
+            if (deleting || !attached) && backoff.ready(&key) {
+                work.push((key, deleting, va));
+            }
+        }
+        // Independent volumes are attached concurrently, as the sidecar's workers do.
+        let results = futures::future::join_all(work.into_iter().map(|(key, deleting, va)| {
+            let env = env.clone();
+            async move {
+                let r = if deleting { detach(&env, &va).await } else { attach(&env, &va).await };
+                (key, r)
+            }
+        }))
+        .await;
+        for (key, r) in results {
+            match r {
+                Ok(()) => backoff.succeeded(&key),
+                Err(e) => {
+                    tracing::debug!(attachment = %key, error = %e, "attach/detach (will retry)");
+                    backoff.failed(&key);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The scenario file format. Unknown keys are errors (serde-saphyr reports
+//! file, line and column), so a typo never silently changes what is tested.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// One scenario file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// What the scenario proves, in a sentence or two.
+    pub proves: String,
+    #[serde(default)]
+    pub world: World,
+    /// Guest objects applied before the steps (StorageClasses, PVCs, …).
+    #[serde(default)]
+    pub guest: Vec<Value>,
+    pub steps: Vec<Step>,
+    /// Fail the whole scenario after this long.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(180)
+}
+
+/// The Harvester side: passed to `harvester-sim` as its world file, plus the profile.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct World {
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// VMs: names, or full world-file VM entries (`{name, hostNode, macs, …}`).
+    #[serde(default)]
+    pub vms: Vec<VmSpec>,
+    /// These sections are passed to the simulator's world file as they are
+    /// (its own schema checks them).
+    #[serde(default, rename = "hostNodes", skip_serializing_if = "Option::is_none")]
+    pub host_nodes: Option<Value>,
+    #[serde(default, rename = "storageClasses", skip_serializing_if = "Option::is_none")]
+    pub storage_classes: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Value>,
+    /// Start node plugins only for these VMs (default: every VM).
+    #[serde(default, rename = "nodePlugins")]
+    pub node_plugins: Option<Vec<String>>,
+    /// Extra driver flags for the controller (e.g. `--host-storage-class=replica-2`).
+    #[serde(default, rename = "controllerArgs")]
+    pub controller_args: Vec<String>,
+    /// Give the driver no guest cluster access.
+    #[serde(default, rename = "noGuestAccess")]
+    pub no_guest_access: bool,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self {
+            profile: default_profile(),
+            vms: Vec::new(),
+            host_nodes: None,
+            storage_classes: None,
+            settings: None,
+            credentials: None,
+            timing: None,
+            faults: None,
+            namespaces: None,
+            node_plugins: None,
+            controller_args: Vec::new(),
+            no_guest_access: false,
+        }
+    }
+}
+
+impl World {
+    /// The simulator world file for this scenario.
+    pub fn simulator_world(&self) -> serde_json::Map<String, Value> {
+        let mut w = serde_json::Map::new();
+        for (key, value) in [
+            ("hostNodes", &self.host_nodes),
+            ("storageClasses", &self.storage_classes),
+            ("settings", &self.settings),
+            ("credentials", &self.credentials),
+            ("timing", &self.timing),
+            ("faults", &self.faults),
+            ("namespaces", &self.namespaces),
+        ] {
+            if let Some(v) = value {
+                w.insert(key.into(), v.clone());
+            }
+        }
+        if !self.vms.is_empty() {
+            w.insert("vms".into(), Value::Array(self.vms.iter().map(|v| v.0.clone()).collect()));
+        }
+        w
+    }
+}
+
+fn default_profile() -> String {
+    "v1.5".into()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VmSpec(pub Value);
+
+impl<'de> Deserialize<'de> for VmSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v {
+            Value::String(name) => Ok(VmSpec(serde_json::json!({"name": name}))),
+            Value::Object(_) => Ok(VmSpec(v)),
+            other => Err(serde::de::Error::custom(format!("a VM is a name or a map, not {other}"))),
+        }
+    }
+}
+
+impl VmSpec {
+    pub fn name(&self) -> &str {
+        self.0.get("name").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// A duration written as `500ms`, `10s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?} (use e.g. 500ms, 10s, 2m)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// A size written as `8Mi`, `1Gi`, `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?} (use Ki, Mi or Gi)")),
+    };
+    Ok(n * mult)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = Value::deserialize(d)?;
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(|| serde::de::Error::custom("size must be positive")),
+        Value::String(s) => parse_size(&s).map_err(serde::de::Error::custom),
+        other => Err(serde::de::Error::custom(format!("invalid size {other}"))),
+    }
+}
+
+/// A pod's use of a PVC.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodVolume {
+    pub pvc: String,
+    /// Mount path inside the pod (filesystem volumes) or device path (block).
+    pub path: String,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunPod {
+    pub name: String,
+    /// Guest node = VM name.
+    pub node: String,
+    pub volumes: Vec<PodVolume>,
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+}
+
+fn default_ns() -> String {
+    "default".into()
+}
+
+/// Wait until a guest object matches (`within` bounds it).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub pvc: Option<String>,
+    #[serde(default)]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+    /// PVC/Pod phase (`Bound`, `Pending`, `Running`), or `readyToUse` for snapshots.
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// A Warning event on the object whose message contains this text.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// PVC capacity at least this size.
+    #[serde(default, rename = "capacityAtLeast")]
+    pub capacity_at_least: Option<String>,
+    #[serde(default = "default_within", deserialize_with = "duration")]
+    pub within: Duration,
+}
+
+fn default_within() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Expectations on the Harvester host.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectHost {
+    /// The host PVC of a guest PVC: its labels/annotations must include these.
+    #[serde(default, rename = "pvcOf")]
+    pub pvc_of: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Host PVC field checks (`spec.volumeMode: Block`, `spec.storageClassName: replica-2`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// A VM whose hot-plugged volumes (guest PVC names) must be exactly these.
+    #[serde(default)]
+    pub vmi: Option<String>,
+    #[serde(default)]
+    pub hotplugged: Option<Vec<String>>,
+    /// The NetworkFilesystem of a guest RWX PVC must be in this state (`Enabled`, `Disabled`, `absent`).
+    #[serde(default, rename = "exportOf")]
+    pub export_of: Option<String>,
+    #[serde(default, rename = "exportState")]
+    pub export_state: Option<String>,
+    /// Number of loop devices backing the volume (0 after detach).
+    #[serde(default, rename = "loopDevices")]
+    pub loop_devices: Option<usize>,
+    #[serde(default = "default_within", deserialize_with = "duration")]
+    pub within: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Write {
+    pub pod: String,
+    /// A path under one of the pod's volume paths.
+    pub path: String,
+    #[serde(deserialize_with = "size", rename = "randomBytes")]
+    pub random_bytes: u64,
+    /// Name to remember the checksum under.
+    pub remember: String,
+    /// For block volumes: byte offset to write at.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Read {
+    pub pod: String,
+    pub path: String,
+    /// Remembered checksum the content must have.
+    pub checksum: String,
+    /// For block volumes: the range to read (offset, length).
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default, deserialize_with = "opt_size")]
+    pub length: Option<u64>,
+}
+
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v: Option<Value> = Option::deserialize(d)?;
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_u64()),
+        Some(Value::String(s)) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
+        Some(other) => Err(serde::de::Error::custom(format!("invalid size {other}"))),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delete {
+    #[serde(default)]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub pvc: Option<String>,
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expand {
+    pub pvc: String,
+    pub size: String,
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub name: String,
+    pub pvc: String,
+    #[serde(default, rename = "className")]
+    pub class_name: Option<String>,
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+}
+
+/// Changes to the world while running.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Replace the simulator's faults (the world file's `faults` shape).
+    #[serde(default)]
+    pub set: Option<Value>,
+    #[serde(default)]
+    pub clear: bool,
+    #[serde(default, rename = "stopVm")]
+    pub stop_vm: Option<String>,
+    #[serde(default, rename = "startVm")]
+    pub start_vm: Option<String>,
+    /// Apply another release's guest RBAC (e.g. `v1.4`).
+    #[serde(default)]
+    pub rbac: Option<String>,
+    #[serde(default, rename = "dropWatches")]
+    pub drop_watches: bool,
+    #[serde(default, rename = "moveShareOf")]
+    pub move_share_of: Option<String>,
+    /// `controller`, `node:<vm>` or `simulator`: kill -9 then start again.
+    #[serde(default, rename = "killAndRestart")]
+    pub kill_and_restart: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Step {
+    /// Apply guest objects.
+    Apply(Vec<Value>),
+    Delete(Delete),
+    RunPod(RunPod),
+    Expect(Expect),
+    ExpectHost(ExpectHost),
+    Write(Write),
+    Read(Read),
+    Expand(Expand),
+    Snapshot(Snapshot),
+    Fault(Fault),
+    #[serde(deserialize_with = "duration")]
+    Sleep(Duration),
+    /// Assert that no volume is ever attached to two VMs until the end.
+    NeverDoubleAttached(bool),
+}
+
+impl Step {
+    pub fn label(&self) -> String {
+        match self {
+            Step::Apply(v) => format!("apply {} object(s)", v.len()),
+            Step::Delete(d) => {
+                format!("delete {}", d.pod.as_deref().or(d.pvc.as_deref()).or(d.snapshot.as_deref()).unwrap_or("?"))
+            }
+            Step::RunPod(p) => format!("run pod {} on {}", p.name, p.node),
+            Step::Expect(e) => {
+                format!("expect {}", e.pvc.as_deref().or(e.pod.as_deref()).or(e.snapshot.as_deref()).unwrap_or("?"))
+            }
+            Step::ExpectHost(_) => "expect host".into(),
+            Step::Write(w) => format!("write {}:{}", w.pod, w.path),
+            Step::Read(r) => format!("read {}:{}", r.pod, r.path),
+            Step::Expand(e) => format!("expand {} to {}", e.pvc, e.size),
+            Step::Snapshot(s) => format!("snapshot {} of {}", s.name, s.pvc),
+            Step::Fault(_) => "fault".into(),
+            Step::Sleep(d) => format!("sleep {d:?}"),
+            Step::NeverDoubleAttached(_) => "watch for double attachment".into(),
+        }
+    }
+}
+
+/// Parses and checks a scenario; errors name the file, line and field.
+pub fn load(text: &str, origin: &str) -> Result<Scenario, String> {
+    let s: Scenario = serde_saphyr::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+    if s.name.trim().is_empty() {
+        return Err(format!("{origin}: name must not be empty"));
+    }
+    if s.steps.is_empty() {
+        return Err(format!("{origin}: a scenario needs at least one step"));
+    }
+    let vms: Vec<&str> = s.world.vms.iter().map(VmSpec::name).collect();
+    for (i, step) in s.steps.iter().enumerate() {
+        if let Step::RunPod(p) = step {
+            if !vms.is_empty() && !vms.contains(&p.node.as_str()) {
+                return Err(format!(
+                    "{origin}: step {} runs pod {} on node {:?}, which is not one of the world's VMs ({})",
+                    i + 1,
+                    p.name,
+                    p.node,
+                    vms.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+name: t
+proves: something
+world:
+  profile: v1.3
+  vms: [guest-1, {name: guest-2, hostNode: harvester-2}]
+  timing: {hotplugMs: 200}
+guest:
+  - {apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: data}, spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 64Mi}}}}
+steps:
+  - expect: {pvc: data, phase: Bound, within: 10s}
+  - runPod: {name: w, node: guest-1, volumes: [{pvc: data, path: /data}]}
+  - write: {pod: w, path: /data/f, randomBytes: 1Mi, remember: c1}
+  - sleep: 200ms
+"#;
+
+    #[test]
+    fn parses_a_scenario() {
+        let s = load(OK, "t.yaml").unwrap();
+        assert_eq!(s.world.profile, "v1.3");
+        assert_eq!(s.world.vms[1].name(), "guest-2");
+        assert!(s.world.timing.is_some());
+        assert_eq!(s.steps.len(), 4);
+        assert!(matches!(&s.steps[2], Step::Write(w) if w.random_bytes == 1 << 20));
+    }
+
+    #[test]
+    fn typos_name_the_line_and_field() {
+        let bad = OK.replace("randomBytes", "randomBites");
+        let e = load(&bad, "t.yaml").unwrap_err();
+        assert!(e.contains("t.yaml") && e.contains("randomBites"), "{e}");
+        let bad_node = OK.replace("node: guest-1", "node: guest-9");
+        assert!(load(&bad_node, "t.yaml").unwrap_err().contains("guest-9"));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("8Mi").unwrap(), 8 << 20);
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert!(parse_size("8MB").is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! A plain Kubernetes API for a guest cluster in embedded runs: the same engine
+//! serving core, storage, RBAC, coordination and snapshot kinds, without any
+//! Harvester type or controller (the scenario runner plays the components).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::http::{self, ServerState};
+use crate::api::ops::{Api, WriteOptions};
+use crate::api::resources::Registry;
+use crate::api::store::Store;
+use crate::auth::{self, Authenticator};
+use crate::faults::Faults;
+use crate::sim::SimError;
+use crate::{kubeconfig, tls};
+
+const GROUPS: &[&str] =
+    &["", "storage.k8s.io", "rbac.authorization.k8s.io", "coordination.k8s.io", "snapshot.storage.k8s.io"];
+
+pub struct GuestCluster {
+    pub url: String,
+    /// An admin kubeconfig for this cluster.
+    pub kubeconfig: PathBuf,
+    pub api: Arc<Api>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl GuestCluster {
+    pub async fn start(dir: &Path) -> Result<Self, SimError> {
+        let io = |op: &'static str| {
+            let path = dir.display().to_string();
+            move |source| SimError::Io { op, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("create"))?;
+        let token = auth::new_token();
+        let store = Arc::new(Store::new(50_000));
+        let api = Arc::new(Api::new(store, Registry::new(|t| GROUPS.contains(&t.group), false)));
+        let (watch_epoch, _) = tokio::sync::watch::channel(0u64);
+        let server = Arc::new(ServerState {
+            api: api.clone(),
+            authn: Arc::new(Authenticator::new(&token)),
+            faults: Arc::new(Faults::default()),
+            version: json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}),
+            server_address: RwLock::new(String::new()),
+            watch_epoch,
+            aggregated: RwLock::new(HashMap::new()),
+            admin: RwLock::new(None),
+            max_body_bytes: http::DEFAULT_MAX_BODY_BYTES,
+        });
+        let ns_rt = api
+            .resource("", "namespaces")
+            .ok_or_else(|| SimError::Seed(crate::api::error::ApiError::internal("namespaces not served")))?;
+        for ns in ["default", "kube-system", "kube-node-lease"] {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "status": {"phase": "Active"}});
+            api.create(&ns_rt, "", obj, &WriteOptions { keep_status: true, ..Default::default() })
+                .map_err(SimError::Seed)?;
+        }
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(io("bind"))?;
+        let address = listener.local_addr().map_err(io("local address of"))?;
+        let server_tls = tls::load_or_create(dir, &[address.ip()])?;
+        let url = format!("https://{address}");
+        *server.server_address.write().unwrap_or_else(|p| p.into_inner()) = address.to_string();
+        let path = dir.join("guest.kubeconfig");
+        tls::write_secret_file(&path, &kubeconfig::render(&url, &server_tls.ca_pem, "admin", &token, "default"))?;
+        let shutdown = CancellationToken::new();
+        let router = http::router(server);
+        let acceptor = TlsAcceptor::from(server_tls.config);
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        crate::sim::spawn_connection(stream, acceptor.clone(), router.clone(), stop.clone());
+                    }
+                }
+            }
+        });
+        Ok(Self { url, kubeconfig: path, api, shutdown, task })
+    }
+
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
