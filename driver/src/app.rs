@@ -35,16 +35,19 @@ pub async fn host_client(config: &Config) -> Result<(kube::Client, String, Strin
     let path = config.cloud_config_path();
     let err = |reason: String| StartError::CloudConfig { path: path.display().to_string(), reason };
     let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| err(e.to_string()))?;
-    let kc = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let mut kc = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| err(e.to_string()))?;
+    // kube's default retry waits out 429/503/504 for minutes (15 tries, exponential backoff): the
+    // RPC would hang instead of answering UNAVAILABLE, and the CO retries with its own backoff.
+    kc.default_retry = false;
     let namespace = kc.default_namespace.clone();
     let url = kc.cluster_url.to_string();
     let client = kube::Client::try_from(kc).map_err(|e| err(e.to_string()))?;
     Ok((client, namespace, url))
 }
 
-async fn guest_client(config: &Config) -> Result<Option<kube::Client>, StartError> {
+pub async fn guest_client(config: &Config) -> Result<Option<kube::Client>, StartError> {
     if config.no_guest_access {
         return Ok(None);
     }

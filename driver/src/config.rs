@@ -85,6 +85,21 @@ pub struct Config {
     /// Longest a single RPC waits for the host when the caller sent no deadline.
     #[arg(long, env = "OPERATION_TIMEOUT", default_value = "100s", value_parser = parse_duration)]
     pub operation_timeout: Duration,
+
+    /// A tool instead of serving (flags above give the clusters to talk to).
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Tool {
+    /// List this driver's host volumes (of --cluster-id, if given) and which are
+    /// orphans: attached nowhere and without a guest PV. Never deletes anything.
+    Orphans {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `90s`, `2m`, `1500ms`, or plain seconds.

@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod mount;
 pub mod names;
 pub mod node;
+pub mod orphans;
 pub mod rpc;
 pub mod server;

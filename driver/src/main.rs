@@ -30,6 +30,15 @@ async fn main() -> std::process::ExitCode {
         }
         stop.cancel();
     });
+    if let Some(harvester_csi_driver::config::Tool::Orphans { json }) = &config.tool {
+        return match orphan_report(&config, *json).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("harvester-csi-driver orphans: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match harvester_csi_driver::app::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -37,4 +46,18 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn orphan_report(config: &Config, json: bool) -> anyhow::Result<()> {
+    use harvester_csi_driver::{app, host::Host, metrics::Metrics, orphans};
+    let (client, namespace, _) = app::host_client(config).await?;
+    let host = Host::new(client, namespace, std::sync::Arc::new(Metrics::default()));
+    let guest = app::guest_client(config).await?;
+    let report = orphans::report(&host, config.cluster_id.as_deref(), guest.as_ref()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", orphans::render(&report));
+    }
+    Ok(())
 }

@@ -359,6 +359,18 @@ pub struct Fault {
     pub kill_and_restart: Option<String>,
 }
 
+/// Run the driver's orphan report as if the guest cluster were gone.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphanReport {
+    /// Guest claims (`name` in `default`, or `ns/name`) that must be reported as orphans.
+    #[serde(default)]
+    pub orphans: Vec<String>,
+    /// Guest claims that must be reported as attached (not orphans).
+    #[serde(default, rename = "inUse")]
+    pub in_use: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Step {
@@ -377,6 +389,7 @@ pub enum Step {
     Sleep(Duration),
     /// Assert that no volume is ever attached to two VMs until the end.
     NeverDoubleAttached(bool),
+    OrphanReport(OrphanReport),
 }
 
 impl Step {
@@ -398,6 +411,7 @@ impl Step {
             Step::Fault(_) => "fault".into(),
             Step::Sleep(d) => format!("sleep {d:?}"),
             Step::NeverDoubleAttached(_) => "watch for double attachment".into(),
+            Step::OrphanReport(_) => "orphan report".into(),
         }
     }
 }

@@ -465,6 +465,29 @@ async fn fault<C: Cluster>(c: &mut C, f: &model::Fault) -> Result<()> {
     Ok(())
 }
 
+async fn orphan_report<C: Cluster>(c: &C, o: &model::OrphanReport) -> Result<()> {
+    let rows = c.orphan_report().await?;
+    let row = |claim: &str| {
+        let want = if claim.contains('/') { claim.to_string() } else { format!("default/{claim}") };
+        rows.iter().find(|r| r.get("guestClaim").and_then(Value::as_str) == Some(want.as_str())).cloned()
+    };
+    for claim in &o.orphans {
+        let r = row(claim).ok_or_else(|| fail(format!("the orphan report does not list {claim} (rows: {rows:?})")))?;
+        if r.get("orphan") != Some(&json!(true)) {
+            return Err(fail(format!("{claim} is not reported as an orphan: {r}")));
+        }
+    }
+    for claim in &o.in_use {
+        let r = row(claim).ok_or_else(|| fail(format!("the orphan report does not list {claim}")))?;
+        if r.get("orphan") != Some(&json!(false))
+            || r.get("attachedTo").and_then(Value::as_array).is_none_or(|a| a.is_empty())
+        {
+            return Err(fail(format!("{claim} should be reported attached, not orphaned: {r}")));
+        }
+    }
+    Ok(())
+}
+
 pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
     match step {
         Step::Apply(objs) => apply(c, objs).await,
@@ -499,6 +522,7 @@ pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
             tokio::time::sleep(*d).await;
             Ok(())
         }
+        Step::OrphanReport(o) => orphan_report(c, o).await,
         Step::NeverDoubleAttached(on) => {
             if *on {
                 c.watch_double_attach();

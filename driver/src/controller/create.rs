@@ -21,6 +21,8 @@ use crate::names::{self, keys, SnapshotId};
 
 /// Longhorn's smallest volume; smaller requests are raised to it.
 pub const MIN_VOLUME_BYTES: u64 = 10 << 20;
+/// Longhorn rounds volume sizes up to this step.
+pub const LONGHORN_ALIGN_BYTES: u64 = 2 << 20;
 /// When the CO asks for no particular size.
 pub const DEFAULT_VOLUME_BYTES: u64 = 1 << 30;
 
@@ -382,6 +384,17 @@ impl ControllerService {
             }
         }
 
+        // Longhorn allocates in 2 MiB steps: refuse a range it cannot meet before creating a host
+        // volume that, after OUT_OF_RANGE, no CO call would ever delete.
+        if provisioner.as_deref() == Some(LONGHORN_PROVISIONER) && r.limit > 0 && r.source.is_none() {
+            let allocated = r.size.div_ceil(LONGHORN_ALIGN_BYTES) * LONGHORN_ALIGN_BYTES;
+            if allocated > r.limit {
+                return Err(Error::OutOfRange(format!(
+                    "Longhorn would allocate {allocated} bytes (2 MiB steps), above the limit {}",
+                    r.limit
+                )));
+            }
+        }
         let pvc = match &r.source {
             Some(Source::Backup { namespace, name }) => self.restore_backup(&r, namespace, name, deadline).await?,
             _ => {

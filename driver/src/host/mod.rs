@@ -149,12 +149,43 @@ pub async fn wait_for<K>(
 where
     K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
 {
-    match tokio::time::timeout_at(deadline, await_condition(api, name, done)).await {
-        Ok(Ok(obj)) => Ok(obj),
-        Ok(Err(e)) => Err(Error::Unavailable(format!("watching {name} while waiting for {what}: {e}"))),
-        Err(_) => Err(Error::DeadlineExceeded(format!("timed out waiting for {what}"))),
+    // A watch can end in an error that is routine on a real apiserver (410 Gone after compaction,
+    // a restart): watch again, until the deadline.
+    loop {
+        match tokio::time::timeout_at(deadline, await_condition(api.clone(), name, &done)).await {
+            Ok(Ok(obj)) => return Ok(obj),
+            Ok(Err(e)) => {
+                let failed = || Error::Unavailable(format!("watching {name} while waiting for {what}: {e}"));
+                if watch_failure_is_permanent(&e) {
+                    return Err(failed());
+                }
+                tracing::info!(object = name, error = %e, "watch failed while waiting for {what}; watching again");
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(WATCH_RETRY_DELAY)).await.is_err() {
+                    return Err(failed());
+                }
+            }
+            Err(_) => return Err(Error::DeadlineExceeded(format!("timed out waiting for {what}"))),
+        }
     }
 }
+
+/// Watch failures another watch would not fix: denied, or a resource the host does not serve.
+fn watch_failure_is_permanent(e: &kube::runtime::wait::Error) -> bool {
+    use kube::runtime::watcher::Error as W;
+    let kube::runtime::wait::Error::ProbeFailed(w) = e;
+    let code = match w {
+        W::InitialListFailed(kube::Error::Api(s))
+        | W::WatchStartFailed(kube::Error::Api(s))
+        | W::WatchFailed(kube::Error::Api(s)) => s.code,
+        W::WatchError(s) => s.code,
+        W::NoResourceVersion => return true,
+        _ => return false,
+    };
+    matches!(code, 401 | 403 | 404 | 405)
+}
+
+/// Pause before watching again after a failed watch.
+const WATCH_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// `obj[pointer]` as a string ("" when absent).
 pub fn str_at<'a>(obj: &'a serde_json::Value, pointer: &str) -> &'a str {

@@ -320,6 +320,23 @@ impl Cluster for EmbeddedCluster {
         Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count())
     }
 
+    async fn orphan_report(&self) -> Result<Vec<Value>, Failure> {
+        let cluster_id =
+            self.controller.args.iter().find_map(|a| a.strip_prefix("--cluster-id=")).unwrap_or_default().to_string();
+        let out = Command::new(&self.driver_bin)
+            .arg(format!("--kubeconfig={}", self.sim_dir().join("cloud-config").display()))
+            .arg(format!("--cluster-id={cluster_id}"))
+            .arg("--no-guest-access")
+            .args(["orphans", "--json"])
+            .output()
+            .await
+            .map_err(|e| fail(format!("running the orphan report: {e}")))?;
+        if !out.status.success() {
+            return Err(fail(format!("orphan report failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("orphan report output: {e}")))
+    }
+
     fn watch_double_attach(&mut self) {
         let env = self.env.clone();
         let stop = self.stop.clone();

@@ -31,6 +31,9 @@ pub trait Cluster: Send {
     /// How many loop devices back a host volume (0 once detached everywhere).
     fn loop_devices_of(&self, host_pv: &str) -> impl Future<Output = Result<usize, Failure>> + Send;
 
+    /// The driver's orphan report (JSON rows) for this guest cluster, run without guest access.
+    fn orphan_report(&self) -> impl Future<Output = Result<Vec<Value>, Failure>> + Send;
+
     /// Start recording volumes that appear in two VMs at once.
     fn watch_double_attach(&mut self);
 

@@ -1,0 +1,110 @@
+//! The orphan report: host volumes this driver made for a guest cluster, with
+//! whether anything still uses them. For cleaning up after a guest cluster is
+//! deleted (harvester#3272, #7765) — it reports, it never deletes.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::host::{str_at, Host};
+use crate::names::{self, keys};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HostVolume {
+    pub host_pvc: String,
+    pub guest_cluster: String,
+    pub guest_claim: String,
+    pub guest_pv: String,
+    /// VMs the volume is hot-plugged into (or requested for).
+    pub attached_to: Vec<String>,
+    /// Whether the guest PV still exists (`None`: no guest access to tell).
+    pub guest_pv_exists: Option<bool>,
+    /// Not attached anywhere and its guest PV is gone (or unknowable).
+    pub orphan: bool,
+}
+
+/// Lists this driver's host volumes (optionally of one guest cluster).
+pub async fn report(host: &Host, cluster_id: Option<&str>, guest: Option<&kube::Client>) -> Result<Vec<HostVolume>> {
+    let mut selector = format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE);
+    if let Some(id) = cluster_id {
+        selector.push_str(&format!(",{}={}", keys::GUEST_CLUSTER, names::label_value(id)));
+    }
+    let pvcs = host.list_pvcs(&selector).await?;
+    let (vms, vmis) = tokio::try_join!(host.list_vms(), host.list_vmis())?;
+    let mut attached: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for obj in vms.iter().chain(vmis.iter()) {
+        let vm = str_at(obj, "/metadata/name").to_string();
+        let lists = [obj.pointer("/spec/template/spec/volumes"), obj.pointer("/spec/volumes")];
+        for v in lists.into_iter().flatten().filter_map(|v| v.as_array()).flatten() {
+            let claim = str_at(v, "/persistentVolumeClaim/claimName");
+            if !claim.is_empty() {
+                let e = attached.entry(claim.to_string()).or_default();
+                if !e.contains(&vm) {
+                    e.push(vm.clone());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for pvc in pvcs {
+        let name = pvc.metadata.name.clone().unwrap_or_default();
+        let ann = pvc.metadata.annotations.clone().unwrap_or_default();
+        let labels = pvc.metadata.labels.clone().unwrap_or_default();
+        let guest_pv = ann.get(keys::GUEST_PV_NAME).cloned().unwrap_or_default();
+        let guest_pv_exists = match (guest, guest_pv.is_empty()) {
+            (Some(g), false) => {
+                let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(g.clone());
+                Some(
+                    pvs.get_opt(&guest_pv)
+                        .await
+                        .map_err(|e| crate::error::Error::Unavailable(format!("guest API: {e}")))?
+                        .is_some(),
+                )
+            }
+            _ => None,
+        };
+        let attached_to = attached.get(&name).cloned().unwrap_or_default();
+        let orphan = attached_to.is_empty() && guest_pv_exists != Some(true);
+        out.push(HostVolume {
+            host_pvc: name,
+            guest_cluster: ann
+                .get(keys::GUEST_CLUSTER_ID)
+                .cloned()
+                .or_else(|| labels.get(keys::GUEST_CLUSTER).cloned())
+                .unwrap_or_default(),
+            guest_claim: format!(
+                "{}/{}",
+                ann.get(keys::GUEST_PVC_NAMESPACE).map(String::as_str).unwrap_or("?"),
+                ann.get(keys::GUEST_PVC_NAME).map(String::as_str).unwrap_or("?")
+            ),
+            guest_pv,
+            attached_to,
+            guest_pv_exists,
+            orphan,
+        });
+    }
+    Ok(out)
+}
+
+/// The report as a table.
+pub fn render(volumes: &[HostVolume]) -> String {
+    let mut out = String::from("HOST PVC\tGUEST CLUSTER\tGUEST CLAIM\tATTACHED TO\tGUEST PV\tORPHAN\n");
+    for v in volumes {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            v.host_pvc,
+            if v.guest_cluster.is_empty() { "-" } else { &v.guest_cluster },
+            v.guest_claim,
+            if v.attached_to.is_empty() { "-".to_string() } else { v.attached_to.join(",") },
+            match v.guest_pv_exists {
+                Some(true) => "present",
+                Some(false) => "gone",
+                None => "unknown",
+            },
+            if v.orphan { "yes" } else { "no" }
+        ));
+    }
+    out
+}
