@@ -119,6 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             host: host.clone(),
             guest: guest.clone(),
             locks: locks.clone(),
+            vm_queues: Default::default(),
             settings: ControllerSettings {
                 host_storage_class: config.host_storage_class.clone(),
                 cluster_id,

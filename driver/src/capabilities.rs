@@ -17,6 +17,7 @@ pub fn controller_capabilities() -> Vec<csi::controller_service_capability::rpc:
         Type::ExpandVolume,
         Type::CreateDeleteSnapshot,
         Type::ListSnapshots,
+        Type::GetSnapshot,
         Type::CloneVolume,
         Type::PublishReadonly,
         Type::SingleNodeMultiWriter,
@@ -27,7 +28,7 @@ pub fn controller_capabilities() -> Vec<csi::controller_service_capability::rpc:
 /// Capabilities that need host snapshots (advertised only where the host has them).
 pub fn is_snapshot_capability(t: csi::controller_service_capability::rpc::Type) -> bool {
     use csi::controller_service_capability::rpc::Type;
-    matches!(t, Type::CreateDeleteSnapshot | Type::ListSnapshots)
+    matches!(t, Type::CreateDeleteSnapshot | Type::ListSnapshots | Type::GetSnapshot)
 }
 
 pub fn node_capabilities() -> Vec<csi::node_service_capability::rpc::Type> {

@@ -4,6 +4,7 @@
 //! and data.
 
 pub mod backend;
+pub mod bench;
 pub mod components;
 pub mod csi;
 pub mod env;

@@ -46,6 +46,21 @@ enum Command {
     },
     /// Check scenario files against the schema without running them.
     Validate { paths: Vec<PathBuf> },
+    /// Measure attach overhead, a burst of claims, and driver memory (root).
+    Bench {
+        #[arg(long, default_value_t = 500)]
+        hotplug_ms: u64,
+        #[arg(long, default_value_t = 20)]
+        attaches: usize,
+        #[arg(long, default_value_t = 100)]
+        burst: usize,
+        #[arg(long, default_value_t = 10)]
+        vms: usize,
+        #[arg(long, default_value = "target/scenarios-bench")]
+        work_dir: PathBuf,
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
 }
 
 fn default_cases() -> Vec<PathBuf> {
@@ -82,6 +97,19 @@ async fn main() -> Result<()> {
         Command::Validate { paths } => {
             let all = load_all(&paths)?;
             println!("{} scenario file(s) valid", all.len());
+            Ok(())
+        }
+        Command::Bench { hotplug_ms, attaches, burst, vms, work_dir, bin_dir } => {
+            if !is_root() {
+                bail!("the benchmark needs root (loop devices and mounts)");
+            }
+            let backend = embedded_backend(bin_dir)?;
+            let _ = std::fs::remove_dir_all(&work_dir);
+            std::fs::create_dir_all(&work_dir)?;
+            let work_dir = work_dir.canonicalize()?;
+            let opts = scenarios::bench::Options { hotplug_ms, attaches, burst, vms };
+            let table = scenarios::bench::run(&backend, &opts, &work_dir).await?;
+            print!("{table}");
             Ok(())
         }
         Command::Run { paths, backend, filter, junit, report: report_dir, work_dir, bin_dir } => {
@@ -125,6 +153,20 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn embedded_backend(bin_dir: Option<PathBuf>) -> Result<Embedded> {
+    let bins = match bin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()?.parent().map(PathBuf::from).context("locating the binaries")?,
+    };
+    let backend = Embedded { sim_bin: bins.join("harvester-sim"), driver_bin: bins.join("harvester-csi-driver") };
+    for b in [&backend.sim_bin, &backend.driver_bin] {
+        if !b.exists() {
+            bail!("{} not found (build with `cargo build --bins`, or pass --bin-dir)", b.display());
+        }
+    }
+    Ok(backend)
 }
 
 /// The effective uid, from /proc/self/status.

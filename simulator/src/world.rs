@@ -97,7 +97,7 @@ pub struct Credentials {
 pub struct Timing {
     #[serde(default = "t_provision")]
     pub provision_ms: u64,
-    /// Total time from a volume entering the VMI spec to `Ready` (four phase steps).
+    /// Time from a bound volume entering the VMI spec to `Ready` (three timed phase steps).
     #[serde(default = "t_hotplug")]
     pub hotplug_ms: u64,
     #[serde(default = "t_unplug")]

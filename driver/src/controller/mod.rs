@@ -38,10 +38,24 @@ pub struct ControllerSettings {
     pub accessible_topology: std::collections::BTreeMap<String, String>,
 }
 
+/// One async mutex per VM name.
+#[derive(Debug, Default, Clone)]
+pub struct VmQueues(Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl VmQueues {
+    pub async fn enter(&self, vm: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let queue = self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(vm.to_string()).or_default().clone();
+        queue.lock_owned().await
+    }
+}
+
 pub struct ControllerService {
     pub host: Host,
     pub guest: Option<Arc<Guest>>,
     pub locks: VolumeLocks,
+    /// Hotplug changes to one VM are made one at a time: concurrent VM patches
+    /// would only fail each other's resourceVersion test and back off.
+    pub vm_queues: VmQueues,
     pub settings: ControllerSettings,
     pub metrics: Arc<Metrics>,
 }
@@ -145,8 +159,8 @@ impl csi_proto::Controller for ControllerService {
         observe(&self.metrics, "ListSnapshots", self.list_snapshots_impl(request.into_inner())).await
     }
 
-    async fn get_snapshot(&self, _request: Request<csi::GetSnapshotRequest>) -> RpcResult<csi::GetSnapshotResponse> {
-        Err(Status::unimplemented("GetSnapshot (alpha) is not advertised"))
+    async fn get_snapshot(&self, request: Request<csi::GetSnapshotRequest>) -> RpcResult<csi::GetSnapshotResponse> {
+        observe(&self.metrics, "GetSnapshot", self.get_snapshot_impl(request.into_inner())).await
     }
 
     async fn controller_expand_volume(

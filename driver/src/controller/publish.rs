@@ -130,7 +130,10 @@ impl ControllerService {
             Some(a) if a.in_vm || a.in_vmi => self.host.wait_attached(&vm, &id, deadline).await?,
             _ => {
                 let disk = DiskSpec { virtio: false, serial: names::disk_serial(&id), readonly: req.readonly };
-                self.host.hotplug(&vm, &id, &disk).await?;
+                {
+                    let _turn = self.vm_queues.enter(&vm).await;
+                    self.host.hotplug(&vm, &id, &disk).await?;
+                }
                 self.host.wait_attached(&vm, &id, deadline).await?
             }
         };
@@ -204,6 +207,7 @@ impl ControllerService {
             .map(|a| a.vm)
             .collect();
         for vm in &targets {
+            let _turn = self.vm_queues.enter(vm).await;
             self.host.unplug(vm, &id).await?;
         }
         for vm in &targets {

@@ -222,6 +222,31 @@ impl ControllerService {
         Ok(csi::DeleteSnapshotResponse {})
     }
 
+    pub(super) async fn get_snapshot_impl(&self, req: csi::GetSnapshotRequest) -> Result<csi::GetSnapshotResponse> {
+        let snapshot = match SnapshotId::parse(&req.snapshot_id)? {
+            SnapshotId::Local(name) => {
+                let vs = self
+                    .host
+                    .get_snapshot(&name)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("snapshot {name} not found")))?;
+                local_snapshot(&vs)
+            }
+            SnapshotId::Backup { namespace, name } => {
+                if namespace != self.host.namespace {
+                    return Err(Error::NotFound(format!("backup {namespace}/{name} not found")));
+                }
+                let vrb = self
+                    .host
+                    .get_backup(&namespace, &name)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("backup {namespace}/{name} not found")))?;
+                backup_snapshot(&vrb)
+            }
+        };
+        Ok(csi::GetSnapshotResponse { snapshot: Some(snapshot) })
+    }
+
     pub(super) async fn list_snapshots_impl(
         &self,
         req: csi::ListSnapshotsRequest,

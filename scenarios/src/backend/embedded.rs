@@ -94,6 +94,14 @@ impl EmbeddedCluster {
     fn sim_dir(&self) -> PathBuf {
         self.work.join("host")
     }
+
+    /// (role, pid) of the driver processes, for resource measurements.
+    pub fn driver_pids(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> =
+            self.controller.child.id().map(|p| ("controller".to_string(), p)).into_iter().collect();
+        out.extend(self.nodes.iter().filter_map(|(vm, p)| p.child.id().map(|id| (format!("node:{vm}"), id))));
+        out
+    }
 }
 
 /// The NFS seam for this machine (no kernel NFS client): bind-mount the

@@ -49,6 +49,10 @@ fn key(pod: &Pod) -> String {
     format!("{}/{}", pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default())
 }
 
+/// Waiting for the attach/detach controller is polled, not backed off (as the
+/// kubelet's volume manager does); only real mount failures back off.
+const WAITING: &str = "waiting: ";
+
 /// (claim, path in the pod, read-only) for each PVC volume of the pod.
 fn claims(pod: &Pod) -> Vec<(String, String, bool)> {
     let spec = pod.spec.clone().unwrap_or_default();
@@ -80,7 +84,7 @@ async fn setup(env: &Env, pod: &Pod) -> Result<(), String> {
             .spec
             .and_then(|s| s.volume_name)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("claim {claim} is not bound yet"))?;
+            .ok_or_else(|| format!("{WAITING}claim {claim} is not bound yet"))?;
         let pv = env.pvs().get(&pv_name).await.map_err(|e| e.to_string())?;
         let handle = super::pv_handle(&pv);
         let block = pv.spec.as_ref().and_then(|s| s.volume_mode.as_deref()) == Some("Block");
@@ -99,7 +103,7 @@ async fn setup(env: &Env, pod: &Pod) -> Result<(), String> {
         let status = va.status.clone().unwrap_or_default();
         if !status.attached {
             let why = status.attach_error.and_then(|e| e.message).unwrap_or_else(|| "waiting for the attacher".into());
-            return Err(format!("volume {pv_name} not attached to {node} yet: {why}"));
+            return Err(format!("{WAITING}volume {pv_name} not attached to {node} yet: {why}"));
         }
         let publish_context = status.attachment_metadata.unwrap_or_default();
         let capability = super::pv_capability(&pv);
@@ -255,6 +259,7 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
         for (k, deleting, pod, r) in results {
             match r {
                 Ok(()) => backoff.succeeded(&k),
+                Err(e) if e.starts_with(WAITING) => tracing::trace!(pod = %k, "{e}"),
                 Err(e) => {
                     backoff.failed(&k);
                     if !deleting {

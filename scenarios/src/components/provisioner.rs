@@ -147,32 +147,37 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
         let Ok(pvcs) = Api::<PersistentVolumeClaim>::all(env.guest.clone()).list(&Default::default()).await else {
             continue;
         };
+        let mut work = Vec::new();
         for pvc in &pvcs.items {
             let spec = pvc.spec.clone().unwrap_or_default();
             if spec.volume_name.as_deref().is_some_and(|v| !v.is_empty()) || pvc.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let Some(sc) = classes
-                .iter()
-                .find(|c| Some(c.metadata.name.as_deref().unwrap_or("")) == spec.storage_class_name.as_deref())
+            let Some(sc) = classes.iter().find(|c| c.metadata.name.as_deref() == spec.storage_class_name.as_deref())
             else {
                 continue;
             };
-            if sc.provisioner != DRIVER {
-                continue;
-            }
             let key = pvc.metadata.uid.clone().unwrap_or_default();
-            if !backoff.ready(&key) {
-                continue;
+            if sc.provisioner == DRIVER && backoff.ready(&key) {
+                work.push((key, pvc.clone(), sc.clone()));
             }
-            match provision(&env, pvc, sc).await {
+        }
+        // The sidecar's worker pool provisions claims concurrently.
+        let results = futures::future::join_all(work.into_iter().map(|(key, pvc, sc)| {
+            let env = env.clone();
+            async move {
+                let r = provision(&env, &pvc, &sc).await;
+                (key, pvc, r)
+            }
+        }))
+        .await;
+        for (key, pvc, r) in results {
+            match r {
                 Ok(()) => backoff.succeeded(&key),
                 Err(e) => {
                     backoff.failed(&key);
-                    let (ns, name) = (
-                        pvc.metadata.namespace.clone().unwrap_or_default(),
-                        pvc.metadata.name.clone().unwrap_or_default(),
-                    );
+                    let ns = pvc.metadata.namespace.clone().unwrap_or_default();
+                    let name = pvc.metadata.name.clone().unwrap_or_default();
                     guest_event(&env, "PersistentVolumeClaim", &ns, &name, "Warning", "ProvisioningFailed", &e).await;
                 }
             }

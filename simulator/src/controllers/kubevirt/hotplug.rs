@@ -228,7 +228,8 @@ async fn reconcile(ctx: &Arc<Ctx>, key: &Key) -> Result<Requeue, String> {
     }
 
     let timing = ctx.timing();
-    let step = Duration::from_millis(timing.hotplug_ms / 4);
+    // Three timed transitions (Bound → AttachedToNode → MountedToPod → Ready) make up the latency.
+    let step = Duration::from_millis(timing.hotplug_ms / 3);
     let unplug_step = Duration::from_millis(timing.unplug_ms / 2);
     let spec = vmi.get("spec").cloned().unwrap_or(Value::Null);
     let wanted = hotplug_volumes(&spec);
