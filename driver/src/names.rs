@@ -23,6 +23,8 @@ pub mod keys {
     pub const SNAP_HOST_SC: &str = "harvesterhci.io/snapHostSC";
     pub const SNAP_HOST_VOLUME_MODE: &str = "harvesterhci.io/snapHostVolumeMode";
     pub const BACKUP_SOURCE_VOLUME: &str = "harvesterhci.io/backupSourceVolume";
+    /// `"true"` on host PVCs that are NFS exports (RWX), `"false"` on disks.
+    pub const SHARED: &str = "csi.harvesterhci.io/shared";
     /// The CO's name for a volume/snapshot whose host name is a hash of it.
     pub const CSI_NAME: &str = "csi.harvesterhci.io/csi-name";
 }

@@ -201,6 +201,7 @@ impl ControllerService {
         if r.csi_name != r.name {
             annotations.insert(keys::CSI_NAME.into(), r.csi_name.clone());
         }
+        annotations.insert(keys::SHARED.into(), r.shape.shared.to_string());
         (labels, annotations)
     }
 
@@ -524,10 +525,7 @@ impl ControllerService {
             return Ok(csi::DeleteVolumeResponse {});
         }
         let Some(pvc) = self.host.get_pvc(&id).await? else { return Ok(csi::DeleteVolumeResponse {}) };
-        let shared = pvc.spec.as_ref().is_some_and(|s| {
-            s.volume_mode.as_deref() == Some("Filesystem")
-                && s.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
-        });
+        let shared = crate::host::pvc::is_nfs_export(&pvc);
         if shared {
             if let Some(pv) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) {
                 match self.host.delete_nfs(&pv).await {

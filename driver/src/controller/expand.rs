@@ -34,11 +34,7 @@ impl ControllerService {
         let _guard = self.locks.try_lock(&id)?;
         tracing::info!(volume = %id, required, "ControllerExpandVolume");
         let pvc = self.host.get_pvc(&id).await?.ok_or_else(|| Error::NotFound(format!("volume {id} not found")))?;
-        if pvc.spec.as_ref().is_some_and(|s| {
-            s.volume_mode.as_deref() == Some("Filesystem")
-                && s.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
-        }) && !pvc.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(names::keys::VOLUME_FOR_VM))
-        {
+        if crate::host::pvc::is_nfs_export(&pvc) {
             return Err(Error::InvalidArgument(format!(
                 "volume {id} is an NFS export (RWX); expanding it is not supported"
             )));

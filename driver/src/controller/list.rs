@@ -108,10 +108,7 @@ impl ControllerService {
             .get_pvc(&req.volume_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("volume {} not found", req.volume_id)))?;
-        let spec = pvc.spec.clone().unwrap_or_default();
-        let shared_volume = spec.volume_mode.as_deref() == Some("Filesystem")
-            && spec.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
-            && !pvc.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(keys::VOLUME_FOR_VM));
+        let shared_volume = crate::host::pvc::is_nfs_export(&pvc);
         for cap in &req.volume_capabilities {
             let shape = match shape_of(cap) {
                 Ok(s) => s,

@@ -27,10 +27,7 @@ pub mod publish_context {
 }
 
 fn is_shared(pvc: &PersistentVolumeClaim) -> bool {
-    pvc.spec.as_ref().is_some_and(|s| {
-        s.volume_mode.as_deref() == Some("Filesystem")
-            && s.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
-    }) && pvc.metadata.annotations.as_ref().is_none_or(|a| !a.contains_key(crate::names::keys::VOLUME_FOR_VM))
+    crate::host::pvc::is_nfs_export(pvc)
 }
 
 fn host_pv(pvc: &PersistentVolumeClaim) -> String {

@@ -97,6 +97,8 @@ fn vm_of(node: &Node) -> String {
         .unwrap_or_default()
 }
 
+/// `None` when the host cannot be asked or has no such VM: a node this driver
+/// cannot map to a VM (another infrastructure, a deleted VM) is never tainted.
 async fn vm_healthy(host: &Host, vm: &str) -> Option<bool> {
     let obj = host.get_vm(vm).await.ok()??;
     Some(str_at(&obj, "/status/printableStatus") == "Running" && obj.pointer("/status/ready") == Some(&json!(true)))
@@ -110,15 +112,18 @@ async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::
     let ours = node.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ADDED_BY_US));
     match (ready, healthy, has_taint(node)) {
         (true, true, true) if ours => {
+            // Only the NoExecute taint this controller added; the patch pins the
+            // resourceVersion so a taint someone adds meanwhile is not overwritten.
             let taints: Vec<_> = node
                 .spec
                 .as_ref()
                 .and_then(|s| s.taints.clone())
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|t| t.key != TAINT)
+                .filter(|t| !(t.key == TAINT && t.effect == "NoExecute"))
                 .collect();
-            let patch = json!({"metadata": {"annotations": {ADDED_BY_US: null}}, "spec": {"taints": taints}});
+            let rv = node.metadata.resource_version.clone();
+            let patch = json!({"metadata": {"annotations": {ADDED_BY_US: null}, "resourceVersion": rv}, "spec": {"taints": taints}});
             nodes.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
             tracing::info!(node = %name, "node back: removed the out-of-service taint this driver added");
         }
@@ -130,7 +135,8 @@ async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::
                 value: Some("nodeshutdown".into()),
                 time_added: None,
             });
-            let patch = json!({"metadata": {"annotations": {ADDED_BY_US: "true"}}, "spec": {"taints": taints}});
+            let rv = node.metadata.resource_version.clone();
+            let patch = json!({"metadata": {"annotations": {ADDED_BY_US: "true"}, "resourceVersion": rv}, "spec": {"taints": taints}});
             nodes.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
             tracing::warn!(node = %name, vm = %vm, "node NotReady and its VM is down: tainted out-of-service");
         }

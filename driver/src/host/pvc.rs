@@ -54,6 +54,22 @@ pub fn pvc_request(pvc: &PersistentVolumeClaim) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a host PVC is an NFS export (RWX) rather than a disk for a VM.
+/// This driver records it at creation; for volumes made by the upstream
+/// driver the shape decides (Filesystem + RWX and no VM disk image).
+pub fn is_nfs_export(pvc: &PersistentVolumeClaim) -> bool {
+    let annotations = pvc.metadata.annotations.as_ref();
+    match annotations.and_then(|a| a.get(crate::names::keys::SHARED)).map(String::as_str) {
+        Some(v) => v == "true",
+        None => {
+            pvc.spec.as_ref().is_some_and(|s| {
+                s.volume_mode.as_deref() == Some("Filesystem")
+                    && s.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
+            }) && annotations.is_none_or(|a| !a.contains_key(crate::names::keys::VOLUME_FOR_VM))
+        }
+    }
+}
+
 pub fn pvc_phase(pvc: &PersistentVolumeClaim) -> &str {
     pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
 }

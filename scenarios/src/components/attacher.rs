@@ -97,9 +97,8 @@ async fn detach(env: &Env, va: &VolumeAttachment) -> Result<(), String> {
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
     let mut backoff = Backoff::default();
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        if !super::tick(&stop, Duration::from_millis(100)).await {
+            return;
         }
         let Ok(vas) = Api::<VolumeAttachment>::all(env.guest.clone()).list(&Default::default()).await else { continue };
         let mut work = Vec::new();
@@ -112,13 +111,13 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
             }
         }
         // Independent volumes are attached concurrently, as the sidecar's workers do.
-        let results = futures::future::join_all(work.into_iter().map(|(key, deleting, va)| {
+        let results = super::concurrently(work, |(key, deleting, va)| {
             let env = env.clone();
             async move {
                 let r = if deleting { detach(&env, &va).await } else { attach(&env, &va).await };
                 (key, r)
             }
-        }))
+        })
         .await;
         for (key, r) in results {
             match r {

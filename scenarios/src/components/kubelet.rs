@@ -232,9 +232,8 @@ async fn teardown(env: &Env, pod: &Pod, all: &[Pod]) -> Result<(), String> {
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
     let mut backoff = Backoff::default();
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        if !super::tick(&stop, Duration::from_millis(100)).await {
+            return;
         }
         let Ok(pods) = Api::<Pod>::all(env.guest.clone()).list(&Default::default()).await else { continue };
         let all = pods.items.clone();
@@ -247,14 +246,14 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
                 work.push((k, deleting, pod));
             }
         }
-        let results = futures::future::join_all(work.into_iter().map(|(k, deleting, pod)| {
+        let results = super::concurrently(work, |(k, deleting, pod)| {
             let env = env.clone();
             let all = all.clone();
             async move {
                 let r = if deleting { teardown(&env, &pod, &all).await } else { setup(&env, &pod).await };
                 (k, deleting, pod, r)
             }
-        }))
+        })
         .await;
         for (k, deleting, pod, r) in results {
             match r {

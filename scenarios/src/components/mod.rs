@@ -9,6 +9,11 @@ pub mod provisioner;
 pub mod resizer;
 pub mod snapshotter;
 
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
 use csi::volume_capability::access_mode::Mode;
 use csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use csi_proto::csi::v1 as csi;
@@ -48,4 +53,21 @@ pub fn pv_capability(pv: &PersistentVolume) -> csi::VolumeCapability {
 
 pub fn pv_handle(pv: &PersistentVolume) -> String {
     pv.spec.as_ref().and_then(|s| s.csi.as_ref()).map(|c| c.volume_handle.clone()).unwrap_or_default()
+}
+
+/// Waits one polling period; false once the run is stopping.
+pub async fn tick(stop: &CancellationToken, period: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(period) => true,
+    }
+}
+
+/// Works on independent objects at once, as the sidecars' worker pools do.
+pub async fn concurrently<T, R, F, Fut>(items: Vec<T>, work: F) -> Vec<R>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    futures::future::join_all(items.into_iter().map(work)).await
 }

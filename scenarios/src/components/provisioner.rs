@@ -135,9 +135,8 @@ async fn release(env: &Env, pv: &PersistentVolume) -> Result<(), String> {
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
     let mut backoff = Backoff::default();
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        if !super::tick(&stop, Duration::from_millis(100)).await {
+            return;
         }
         let classes: Vec<StorageClass> =
             match Api::<StorageClass>::all(env.guest.clone()).list(&Default::default()).await {
@@ -163,13 +162,13 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
             }
         }
         // The sidecar's worker pool provisions claims concurrently.
-        let results = futures::future::join_all(work.into_iter().map(|(key, pvc, sc)| {
+        let results = super::concurrently(work, |(key, pvc, sc)| {
             let env = env.clone();
             async move {
                 let r = provision(&env, &pvc, &sc).await;
                 (key, pvc, r)
             }
-        }))
+        })
         .await;
         for (key, pvc, r) in results {
             match r {

@@ -82,9 +82,8 @@ async fn expand(env: &Env, pvc: &PersistentVolumeClaim, want: u64) -> Result<(),
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
     let mut backoff = Backoff::default();
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+        if !super::tick(&stop, Duration::from_millis(150)).await {
+            return;
         }
         let Ok(pvcs) = Api::<PersistentVolumeClaim>::all(env.guest.clone()).list(&Default::default()).await else {
             continue;

@@ -124,9 +124,8 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
     let mut backoff = Backoff::default();
     let all = Api::<DynamicObject>::all_with(env.guest.clone(), &resource("VolumeSnapshot", "volumesnapshots"));
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+        if !super::tick(&stop, Duration::from_millis(150)).await {
+            return;
         }
         let Ok(list) = all.list(&Default::default()).await else { continue };
         for vs in &list.items {
