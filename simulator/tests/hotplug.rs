@@ -197,7 +197,12 @@ async fn legacy_hotplug_attaches_a_loop_device_and_unplugs_it() {
             async move { volume_status(&vmis.get("guest-1").await.ok()?, "hp1").is_none().then_some(()) }
         })
         .await;
-        assert_eq!(losetup_of(&backing), "", "loop device of {pv} still attached");
+        // The kernel frees a detached loop device when its last opener closes it.
+        common::eventually("the loop device to be released", || {
+            let free = losetup_of(&backing).is_empty();
+            async move { free.then_some(()) }
+        })
+        .await;
         common::eventually("the attachment pod to go", || {
             let pods = pods.clone();
             let pod_name = pod_name.clone();
@@ -299,7 +304,12 @@ async fn declarative_hotplug_on_v1_8() {
             async move { volume_status(&vmis.get("guest-1").await.ok()?, "dv1").is_none().then_some(()) }
         })
         .await;
-        assert_eq!(losetup_of(&state.join("volumes").join(format!("{pv}.img"))), "");
+        let backing = state.join("volumes").join(format!("{pv}.img"));
+        common::eventually("the loop device to be released", || {
+            let free = losetup_of(&backing).is_empty();
+            async move { free.then_some(()) }
+        })
+        .await;
         s.shutdown().await;
     })
     .await
