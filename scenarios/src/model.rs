@@ -255,6 +255,9 @@ pub struct ExpectHost {
     pub export_of: Option<String>,
     #[serde(default, rename = "exportState")]
     pub export_state: Option<String>,
+    /// No host volume of this guest cluster is left (after deleting every claim).
+    #[serde(default, rename = "noHostVolumes")]
+    pub no_host_volumes: bool,
     /// Number of loop devices backing the volume (0 after detach).
     #[serde(default, rename = "loopDevices")]
     pub loop_devices: Option<usize>,

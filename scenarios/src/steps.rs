@@ -238,6 +238,22 @@ async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Result<()> {
         })
         .await;
     }
+    if e.no_host_volumes {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(env.host.clone(), &env.host_namespace);
+        let selector = "app.kubernetes.io/managed-by=harvester-csi-driver";
+        return eventually(e.within, "no host volume left", || async {
+            let left: Vec<String> = api
+                .list(&kube::api::ListParams::default().labels(selector))
+                .await
+                .map_err(|x| fail(x.to_string()))?
+                .items
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .collect();
+            Ok(if left.is_empty() { None } else { Some(format!("host volumes left: {}", left.join(", "))) })
+        })
+        .await;
+    }
     if let Some(vm) = &e.vmi {
         let want: BTreeSet<String> = e.hotplugged.clone().unwrap_or_default().into_iter().collect();
         let ar = ApiResource::from_gvk_with_plural(
@@ -286,7 +302,7 @@ async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Result<()> {
         })
         .await;
     }
-    Err(fail("expectHost needs pvcOf, vmi or exportOf"))
+    Err(fail("expectHost needs pvcOf, vmi, exportOf or noHostVolumes"))
 }
 
 async fn run_pod<C: Cluster>(c: &C, p: &model::RunPod) -> Result<()> {
