@@ -721,3 +721,39 @@ async fn watch_stream_is_chunked_json_lines_and_bookmarks_on_request() {
     })
     .await
 }
+
+/// `kubectl auth can-i`: a SelfSubjectAccessReview answers from the same RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_subject_access_review_answers_per_profile() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    bounded(60, async {
+        let review = |verb: &str, group: &str, resource: &str, ns: &str| SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    namespace: Some(ns.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for (profile, longhorn, patch_vms) in [("v1.3", false, false), ("v1.4", true, false), ("v1.8", true, true)] {
+            let s = common::start(Options::profile(profile)).await;
+            let api: Api<SelfSubjectAccessReview> = Api::all(s.guest.clone());
+            let ask = |r: SelfSubjectAccessReview| {
+                let api = api.clone();
+                async move { api.create(&PostParams::default(), &r).await.unwrap().status.unwrap().allowed }
+            };
+            assert_eq!(ask(review("get", "longhorn.io", "volumes", "longhorn-system")).await, longhorn, "{profile}");
+            assert_eq!(ask(review("patch", "kubevirt.io", "virtualmachines", "default")).await, patch_vms, "{profile}");
+            assert!(!ask(review("delete", "", "nodes", "")).await, "{profile}");
+            s.shutdown().await;
+        }
+    })
+    .await
+}

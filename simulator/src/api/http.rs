@@ -152,8 +152,19 @@ fn verb_for(method: &Method, has_name: bool, watch: bool) -> ApiResult<&'static 
 }
 
 fn authorize(st: &ServerState, user: &UserInfo, attrs: &Attributes) -> ApiResult<()> {
+    match decide(st, user, attrs) {
+        Decision::Allow => Ok(()),
+        Decision::Deny => {
+            let message = rbac::forbidden_message(user, attrs);
+            tracing::info!(user = %user.username, verb = %attrs.verb, resource = %attrs.resource, subresource = %attrs.subresource, namespace = %attrs.namespace, name = %attrs.name, "forbidden");
+            Err(ApiError::forbidden(&attrs.api_group, &attrs.resource, &attrs.name, message))
+        }
+    }
+}
+
+fn decide(st: &ServerState, user: &UserInfo, attrs: &Attributes) -> Decision {
     if is_master(user) {
-        return Ok(());
+        return Decision::Allow;
     }
     // The store's shared values: nothing is copied per request.
     let api = &st.api;
@@ -167,14 +178,42 @@ fn authorize(st: &ServerState, user: &UserInfo, attrs: &Attributes) -> ApiResult
         role_bindings: &role_bindings,
         cluster_role_bindings: &cluster_role_bindings,
     };
-    match rbac::authorize(user, attrs, &objects) {
-        Decision::Allow => Ok(()),
-        Decision::Deny => {
-            let message = rbac::forbidden_message(user, attrs);
-            tracing::info!(user = %user.username, verb = %attrs.verb, resource = %attrs.resource, subresource = %attrs.subresource, namespace = %attrs.namespace, name = %attrs.name, "forbidden");
-            Err(ApiError::forbidden(&attrs.api_group, &attrs.resource, &attrs.name, message))
+    rbac::authorize(user, attrs, &objects)
+}
+
+/// `SelfSubjectAccessReview` (what `kubectl auth can-i` asks): every
+/// authenticated user may ask what they themselves may do.
+fn self_subject_access_review(st: &ServerState, user: &UserInfo, body: &Bytes) -> ApiResult<Response> {
+    let mut review = parse_json(body)?;
+    let attrs = if let Some(r) = review.pointer("/spec/resourceAttributes") {
+        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        Attributes {
+            verb: s("verb"),
+            api_group: s("group"),
+            resource: s("resource"),
+            subresource: s("subresource"),
+            namespace: s("namespace"),
+            name: s("name"),
+            path: String::new(),
+            resource_request: true,
         }
-    }
+    } else if let Some(n) = review.pointer("/spec/nonResourceAttributes") {
+        let s = |k: &str| n.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        Attributes { verb: s("verb"), path: s("path"), resource_request: false, ..Default::default() }
+    } else {
+        return Err(ApiError::invalid(
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview",
+            "",
+            vec![super::error::Cause::required("spec.resourceAttributes")],
+        ));
+    };
+    let allowed = decide(st, user, &attrs) == Decision::Allow;
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["kind"] = json!("SelfSubjectAccessReview");
+    review["status"] =
+        if allowed { json!({"allowed": true, "reason": "RBAC: allowed"}) } else { json!({"allowed": false}) };
+    Ok(json_response(StatusCode::CREATED, &review))
 }
 
 fn is_master(user: &UserInfo) -> bool {
@@ -279,6 +318,13 @@ async fn handle(st: Arc<ServerState>, req: Request) -> ApiResult<Response> {
         }
         Route::Resource(r) => r,
     };
+
+    if r.group == super::resources::AUTHORIZATION_GROUP {
+        return match (method.as_str(), r.resource.as_str(), r.name.is_none()) {
+            ("POST", "selfsubjectaccessreviews", true) => self_subject_access_review(&st, &user, &body),
+            _ => Err(ApiError::unknown_route(&path)),
+        };
+    }
 
     let watch = flag(&query, "watch");
     let verb = verb_for(&method, r.name.is_some(), watch)?;

@@ -546,6 +546,9 @@ pub fn all_types() -> Vec<ResourceType> {
     ]
 }
 
+/// `authorization.k8s.io`: only SelfSubjectAccessReview (no stored objects).
+pub const AUTHORIZATION_GROUP: &str = "authorization.k8s.io";
+
 /// The aggregated KubeVirt subresource API group (not a CRD: served by virt-api).
 pub const KUBEVIRT_SUBRESOURCES_GROUP: &str = "subresources.kubevirt.io";
 pub const KUBEVIRT_SUBRESOURCES_VERSIONS: &[&str] = &["v1", "v1alpha3"];
@@ -587,10 +590,14 @@ impl Registry {
                 out.push((t.group, t.versions));
             }
         }
+        out.push((AUTHORIZATION_GROUP, &["v1"]));
         out
     }
 
     pub fn group_versions(&self, group: &str) -> Option<&'static [&'static str]> {
+        if group == AUTHORIZATION_GROUP {
+            return Some(&["v1"]);
+        }
         if group == KUBEVIRT_SUBRESOURCES_GROUP && self.kubevirt_subresources {
             return Some(KUBEVIRT_SUBRESOURCES_VERSIONS);
         }
@@ -599,6 +606,13 @@ impl Registry {
 
     /// `APIResourceList` for one group version.
     pub fn resource_list(&self, group: &str, version: &str) -> Option<Value> {
+        if group == AUTHORIZATION_GROUP {
+            return (version == "v1").then(|| {
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "authorization.k8s.io/v1", "resources": [
+                    {"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview", "namespaced": false,
+                     "kind": "SelfSubjectAccessReview", "verbs": ["create"]}]})
+            });
+        }
         let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
         if group == KUBEVIRT_SUBRESOURCES_GROUP {
             if !self.kubevirt_subresources || !KUBEVIRT_SUBRESOURCES_VERSIONS.contains(&version) {

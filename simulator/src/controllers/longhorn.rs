@@ -41,7 +41,15 @@ fn pod_claims(pod: &Value) -> Vec<String> {
 
 fn map(_ctx: &Ctx, e: &Event) -> Vec<Key> {
     match (e.key.group.as_str(), e.key.plural.as_str()) {
-        ("", "persistentvolumeclaims") => vec![Key::new("pvc", &e.namespace, &e.name)],
+        ("", "persistentvolumeclaims") => {
+            // A claim going away is what releases its volume.
+            let mut keys = vec![Key::new("pvc", &e.namespace, &e.name)];
+            let pv = meta::str_at(&e.object, "/spec/volumeName");
+            if !pv.is_empty() {
+                keys.push(Key::new("pv", "", pv));
+            }
+            keys
+        }
         ("", "persistentvolumes") => vec![Key::new("pv", "", &e.name)],
         ("", "pods") => {
             let mut claims = pod_claims(&e.object);
