@@ -242,14 +242,38 @@ async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Result<()> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(env.host.clone(), &env.host_namespace);
         let selector = "app.kubernetes.io/managed-by=harvester-csi-driver";
         return eventually(e.within, "no host volume left", || async {
-            let left: Vec<String> = api
+            let mut left: Vec<String> = api
                 .list(&kube::api::ListParams::default().labels(selector))
                 .await
                 .map_err(|x| fail(x.to_string()))?
                 .items
                 .into_iter()
-                .filter_map(|p| p.metadata.name)
+                .filter_map(|p| p.metadata.name.map(|n| format!("pvc/{n}")))
                 .collect();
+            // Each scenario has its own host: no PV or Longhorn volume may remain either.
+            let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(env.host.clone());
+            left.extend(
+                pvs.list(&Default::default())
+                    .await
+                    .map_err(|x| fail(x.to_string()))?
+                    .items
+                    .into_iter()
+                    .filter_map(|p| p.metadata.name.map(|n| format!("pv/{n}"))),
+            );
+            let lh = ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("longhorn.io", "v1beta2", "Volume"),
+                "volumes",
+            );
+            let volumes: Api<DynamicObject> = Api::namespaced_with(env.host.clone(), "longhorn-system", &lh);
+            left.extend(
+                volumes
+                    .list(&Default::default())
+                    .await
+                    .map_err(|x| fail(x.to_string()))?
+                    .items
+                    .into_iter()
+                    .filter_map(|v| v.metadata.name.map(|n| format!("longhorn-volume/{n}"))),
+            );
             Ok(if left.is_empty() { None } else { Some(format!("host volumes left: {}", left.join(", "))) })
         })
         .await;

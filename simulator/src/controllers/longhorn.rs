@@ -516,6 +516,10 @@ fn try_sync_attachment(ctx: &Ctx, ns: &str, claim: &str) -> Result<(), String> {
             let attached = !nodes.is_empty();
             ctx.api
                 .modify(&vol_rt, LONGHORN_NS, &pv, "status", |obj| {
+                    // An exported RWX volume is attached to its share-manager, pods or not.
+                    if obj.pointer("/status/shareState") == Some(&json!("running")) {
+                        return false;
+                    }
                     let st = &mut obj["status"];
                     let want_state = if attached { "attached" } else { "detached" };
                     let want_node = nodes.first().cloned().unwrap_or_default();

@@ -107,13 +107,21 @@ async fn reconcile_share_manager(ctx: &Arc<Ctx>, volume: &str) -> Result<Requeue
         if ctx.api.get_opt("longhorn.io", "volumes", LONGHORN_NS, volume).is_some() {
             ctx.api
                 .modify(&vol_rt, LONGHORN_NS, volume, "status", |obj| {
+                    // An exported volume is attached to the share-manager's node.
+                    let running = new_state == "running";
+                    let (state, node, robustness) =
+                        if running { ("attached", "harvester-1", "healthy") } else { ("detached", "", "unknown") };
                     if obj.pointer("/status/shareState") == Some(&json!(new_state))
                         && obj.pointer("/status/shareEndpoint") == Some(&json!(endpoint))
+                        && obj.pointer("/status/state") == Some(&json!(state))
                     {
                         return false;
                     }
                     obj["status"]["shareState"] = json!(new_state);
                     obj["status"]["shareEndpoint"] = json!(endpoint);
+                    obj["status"]["state"] = json!(state);
+                    obj["status"]["currentNodeID"] = json!(node);
+                    obj["status"]["robustness"] = json!(robustness);
                     true
                 })
                 .map_err(err)?;
