@@ -67,7 +67,6 @@ async fn attach(env: &Env, va: &VolumeAttachment) -> Result<(), String> {
 }
 
 async fn detach(env: &Env, va: &VolumeAttachment) -> Result<(), String> {
-    let name = va.metadata.name.clone().unwrap_or_default();
     let pv_name = va.spec.source.persistent_volume_name.clone().unwrap_or_default();
     let handle = match env.pvs().get(&pv_name).await {
         Ok(pv) => super::pv_handle(&pv),
@@ -85,13 +84,7 @@ async fn detach(env: &Env, va: &VolumeAttachment) -> Result<(), String> {
         .await;
     env.record("detach", &format!("{pv_name}@{}", va.spec.node_name), started, r.is_ok());
     r.map_err(|s| format!("ControllerUnpublishVolume: {:?}: {}", s.code(), s.message()))?;
-    let api: Api<VolumeAttachment> = Api::all(env.guest.clone());
-    let finalizers: Vec<String> =
-        va.metadata.finalizers.clone().unwrap_or_default().into_iter().filter(|f| f != FINALIZER).collect();
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    super::remove_finalizer(&Api::<VolumeAttachment>::all(env.guest.clone()), va, FINALIZER).await
 }
 
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {

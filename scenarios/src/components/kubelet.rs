@@ -217,16 +217,7 @@ async fn teardown(env: &Env, pod: &Pod, all: &[Pod]) -> Result<(), String> {
     }
     env.kubelet.lock().unwrap_or_else(|p| p.into_inner()).pods.remove(&key(pod));
     let pods: Api<Pod> = Api::namespaced(env.guest.clone(), &ns);
-    let finalizers: Vec<String> =
-        pod.metadata.finalizers.clone().unwrap_or_default().into_iter().filter(|f| f != FINALIZER).collect();
-    pods.patch(
-        pod.metadata.name.as_deref().unwrap_or(""),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(())
+    super::remove_finalizer(&pods, pod, FINALIZER).await
 }
 
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {

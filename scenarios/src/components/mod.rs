@@ -71,3 +71,22 @@ where
 {
     futures::future::join_all(items.into_iter().map(work)).await
 }
+
+/// Lets an object go once this component is done with it. The whole list is
+/// written back, so another component's finalizer on the same object stays.
+pub async fn remove_finalizer<K>(api: &kube::Api<K>, object: &K, finalizer: &str) -> Result<(), String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let meta = object.meta();
+    let name = meta.name.as_deref().ok_or("object has no name")?;
+    let kept: Vec<&String> = meta.finalizers.iter().flatten().filter(|f| *f != finalizer).collect();
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": kept}})),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
