@@ -26,12 +26,14 @@ enum BackendKind {
 enum Command {
     /// Run scenarios (default: scenarios/cases).
     Run {
+        /// Scenario files or directories of them (default: scenarios/cases).
         paths: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "embedded")]
         backend: BackendKind,
         /// Only scenarios whose name matches this regular expression.
         #[arg(long)]
         filter: Option<String>,
+        /// Write a JUnit XML report here (one test case per scenario).
         #[arg(long)]
         junit: Option<PathBuf>,
         /// Directory for per-scenario timelines (Markdown and JSON).
@@ -45,19 +47,28 @@ enum Command {
         bin_dir: Option<PathBuf>,
     },
     /// Check scenario files against the schema without running them.
-    Validate { paths: Vec<PathBuf> },
+    Validate {
+        /// Scenario files or directories of them (default: scenarios/cases).
+        paths: Vec<PathBuf>,
+    },
     /// Measure attach overhead, a burst of claims, and driver memory (root).
     Bench {
+        /// The simulator's hotplug latency; overheads are reported above it.
         #[arg(long, default_value_t = 500)]
         hotplug_ms: u64,
+        /// How many sequential attaches to time for the overhead percentiles.
         #[arg(long, default_value_t = 20)]
         attaches: usize,
+        /// Claims (each with one pod) created at once in the burst.
         #[arg(long, default_value_t = 100)]
         burst: usize,
+        /// Guest VMs the burst spreads its pods over.
         #[arg(long, default_value_t = 10)]
         vms: usize,
+        /// Where the bench's work directory goes.
         #[arg(long, default_value = "target/scenarios-bench")]
         work_dir: PathBuf,
+        /// Directory holding harvester-sim and harvester-csi-driver (default: next to this binary).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
