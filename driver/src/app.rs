@@ -13,7 +13,8 @@ use crate::host::{Feature, Host};
 use crate::identity::IdentityService;
 use crate::metrics::Metrics;
 use crate::mount::LinuxMounter;
-use crate::node::{self, NfsMounter, NodeService};
+use crate::mount::NfsMounter;
+use crate::node::{self, NodeService};
 use crate::server::{self, Endpoint};
 
 #[derive(Debug, thiserror::Error)]

@@ -50,13 +50,13 @@ fn tail(text: &str, max: usize) -> String {
 }
 
 pub(crate) struct Cmd {
-    program: &'static str,
+    program: OsString,
     args: Vec<OsString>,
 }
 
 impl Cmd {
-    pub fn new(program: &'static str) -> Self {
-        Cmd { program, args: Vec::new() }
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Cmd { program: program.as_ref().to_owned(), args: Vec::new() }
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -75,7 +75,7 @@ impl Cmd {
 
     /// The command line as it would be typed, for logs and errors.
     pub fn display(&self) -> String {
-        std::iter::once(self.program.into())
+        std::iter::once(self.program.to_string_lossy())
             .chain(self.args.iter().map(|a| a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ")
@@ -86,7 +86,7 @@ impl Cmd {
     pub async fn output(&self, timeout: Duration) -> Result<Output, MountError> {
         let cmd = self.display();
         tracing::debug!(%cmd, "running");
-        let child = Command::new(self.program)
+        let child = Command::new(&self.program)
             .args(&self.args)
             // Callers match on messages such as "target is busy"; translated
             // output would silently break that.
@@ -99,9 +99,9 @@ impl Cmd {
             // half-finished mkfs running behind our back.
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| MountError::io("start", Path::new(self.program), e))?;
+            .map_err(|e| MountError::io("start", Path::new(&self.program), e))?;
         let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(res) => res.map_err(|e| MountError::io("wait for", Path::new(self.program), e))?,
+            Ok(res) => res.map_err(|e| MountError::io("wait for", Path::new(&self.program), e))?,
             Err(_) => {
                 tracing::warn!(%cmd, ?timeout, "command timed out, killing it");
                 return Err(MountError::Timeout { cmd, after: timeout });

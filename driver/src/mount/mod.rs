@@ -1,5 +1,6 @@
 //! Node-side filesystem plumbing: probing, formatting, checking, mounting,
-//! growing and measuring the volumes the Node service stages and publishes.
+//! growing and measuring the volumes the Node service stages and publishes,
+//! and mounting RWX exports over NFS.
 //!
 //! The [`Mounter`] trait is what the Node service is written against so its
 //! tests can swap in a fake; [`LinuxMounter`] is the real thing and shells out
@@ -9,6 +10,7 @@
 mod command;
 mod linux;
 mod mountinfo;
+mod nfs;
 mod targets;
 
 #[cfg(test)]
@@ -22,6 +24,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use linux::LinuxMounter;
+pub use nfs::NfsMounter;
 pub use targets::{ensure_dir, ensure_file, remove_target};
 
 /// Filesystems the driver creates and manages.

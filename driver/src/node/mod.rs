@@ -1,7 +1,6 @@
 //! The CSI Node service: stage (find the exact device, safe format, mount;
 //! or mount the NFS export), publish (bind mounts), stats, expansion, health.
 
-mod nfs;
 mod publish;
 mod stage;
 mod stats;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use csi_proto::csi::v1 as csi;
 use tonic::{Request, Response, Status};
 
-pub use nfs::NfsMounter;
+use crate::mount::NfsMounter;
 
 use crate::capabilities;
 use crate::deadline::deadline;

@@ -142,7 +142,7 @@ impl NodeService {
             options.push(',');
             options.push_str(f);
         }
-        self.nfs.mount(&export.endpoint, &export.path, staging, &options).await
+        Ok(self.nfs.mount(&export.endpoint, &export.path, staging, &options).await?)
     }
 
     pub(super) async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<csi::NodeUnstageVolumeResponse> {
