@@ -140,7 +140,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         let node_id = node::vm_identity::discover(&host, &config.root, config.node_id.as_deref())
             .await
             .map_err(StartError::NodeIdentity)?;
-        let mut topology = node::host_topology(&host, &node_id).await;
+        let mut topology = host.node_topology(&node_id).await;
         topology.extend(cluster_topology.clone());
         let service = NodeService {
             node_id,

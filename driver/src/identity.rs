@@ -51,7 +51,7 @@ impl csi_proto::Identity for IdentityService {
         let timer = self.metrics.start_rpc("Probe");
         let ready = match &self.host_client {
             None => true,
-            Some(c) => matches!(tokio::time::timeout(Duration::from_secs(5), c.apiserver_version()).await, Ok(Ok(_))),
+            Some(c) => crate::host::reachable(c, Duration::from_secs(5)).await,
         };
         if !ready {
             tracing::warn!("probe: the Harvester API is not reachable");

@@ -497,11 +497,7 @@ impl ControllerService {
         self.host.create_restore(&r.name, &format!("{namespace}/{name}"), json!(labels)).await?;
         // The host creates the PVC some time after the restore: not there yet is not an answer.
         let what = format!("restore of backup {namespace}/{name}");
-        crate::host::wait_for(self.host.api::<PersistentVolumeClaim>(), &r.name, deadline, &what, |o| {
-            o.is_some_and(|p| pvc_phase(p) == "Bound")
-        })
-        .await?
-        .ok_or_else(|| Error::Internal(format!("host volume {} missing after the {what}", r.name)))
+        self.host.wait_pvc_bound(&r.name, deadline, &what).await
     }
 
     pub(super) async fn delete(

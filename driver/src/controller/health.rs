@@ -7,7 +7,7 @@ use csi_proto::csi::v1 as csi;
 
 use super::ControllerService;
 use crate::error::{Error, Result};
-use crate::host::{longhorn_volume_resource, str_at, Feature, LONGHORN_NAMESPACE};
+use crate::host::{str_at, Feature};
 use crate::names;
 
 fn entry(kind: Kind, reason: &str, message: String) -> VolumeHealthEntry {
@@ -32,9 +32,8 @@ impl ControllerService {
         }
         let pv = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
         if !pv.is_empty() && self.host.features.enabled(Feature::LonghornVolumeStatus) {
-            let api = self.host.dynamic(&longhorn_volume_resource(), Some(LONGHORN_NAMESPACE));
-            if let Some(v) = self.host.call_opt("get longhorn volume", api.get(&pv)).await? {
-                match str_at(&v.data, "/status/robustness") {
+            if let Some(robustness) = self.host.longhorn_robustness(&pv).await? {
+                match robustness.as_str() {
                     "faulted" => statuses.push(entry(
                         Kind::Inaccessible,
                         "HostVolumeFaulted",

@@ -9,6 +9,7 @@ pub mod nfs;
 pub mod pvc;
 pub mod settings;
 pub mod snapshots;
+pub mod topology;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub const LONGHORN_PROVISIONER: &str = "driver.longhorn.io";
 /// Access to the host cluster with the guest's cloud-config identity.
 #[derive(Clone)]
 pub struct Host {
-    pub client: kube::Client,
+    client: kube::Client,
     /// The namespace of the cloud-config context: where the VMs and host PVCs live.
     pub namespace: String,
     pub metrics: Arc<Metrics>,
@@ -79,7 +80,7 @@ impl Host {
 
     /// Runs one host call: records latency, maps the error, and asks for a
     /// capability re-probe when the host denied it (RBAC may have changed).
-    pub async fn call<T>(&self, op: &str, fut: impl Future<Output = kube::Result<T>>) -> Result<T> {
+    async fn call<T>(&self, op: &str, fut: impl Future<Output = kube::Result<T>>) -> Result<T> {
         let started = StdInstant::now();
         let result = fut.await;
         let outcome = match &result {
@@ -105,7 +106,7 @@ impl Host {
     }
 
     /// Like `call`, but NotFound becomes `None`.
-    pub async fn call_opt<T>(&self, op: &str, fut: impl Future<Output = kube::Result<T>>) -> Result<Option<T>> {
+    async fn call_opt<T>(&self, op: &str, fut: impl Future<Output = kube::Result<T>>) -> Result<Option<T>> {
         match self.call(op, fut).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -113,7 +114,7 @@ impl Host {
         }
     }
 
-    pub fn api<K>(&self) -> Api<K>
+    fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as Resource>::DynamicType: Default,
@@ -121,7 +122,7 @@ impl Host {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    pub fn dynamic(&self, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+    fn dynamic(&self, ar: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
         match namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
             None => Api::all_with(self.client.clone(), ar),
@@ -129,17 +130,22 @@ impl Host {
     }
 
     /// The VMs/VMIs/PVCs of this guest cluster live in the host namespace.
-    pub fn vms(&self) -> Api<DynamicObject> {
+    fn vms(&self) -> Api<DynamicObject> {
         self.dynamic(&vm_resource(), Some(&self.namespace))
     }
-    pub fn vmis(&self) -> Api<DynamicObject> {
+    fn vmis(&self) -> Api<DynamicObject> {
         self.dynamic(&vmi_resource(), Some(&self.namespace))
     }
 }
 
+/// Whether the host API answers at all within `within` (the CSI Probe).
+pub async fn reachable(client: &kube::Client, within: std::time::Duration) -> bool {
+    matches!(tokio::time::timeout(within, client.apiserver_version()).await, Ok(Ok(_)))
+}
+
 /// Watches one object until `done` holds (also consulted with `None` when it
 /// does not exist), bounded by `deadline`. Returns the last object seen.
-pub async fn wait_for<K>(
+async fn wait_for<K>(
     api: Api<K>,
     name: &str,
     deadline: Instant,

@@ -7,7 +7,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{wait_for, Host};
+use super::{str_at, wait_for, Host};
 use crate::error::{Error, Result};
 
 /// Bytes of a Kubernetes quantity (storage sizes only; fractions round up).
@@ -124,6 +124,24 @@ impl Host {
         })
         .await?;
         found.ok_or_else(|| Error::NotFound(format!("host volume {name} disappeared while waiting for {what}")))
+    }
+
+    /// Watches for a PVC the host creates by itself (a restore): not there
+    /// yet is not an answer, so unlike `wait_pvc` absence keeps waiting.
+    pub async fn wait_pvc_bound(&self, name: &str, deadline: Instant, what: &str) -> Result<PersistentVolumeClaim> {
+        wait_for(self.api::<PersistentVolumeClaim>(), name, deadline, what, |o| {
+            o.is_some_and(|p| pvc_phase(p) == "Bound")
+        })
+        .await?
+        .ok_or_else(|| Error::Internal(format!("host volume {name} missing after the {what}")))
+    }
+
+    /// How Longhorn rates the volume behind host PV `pv` (`healthy`,
+    /// `degraded`, `faulted`, …); `None` when Longhorn has no such volume.
+    pub async fn longhorn_robustness(&self, pv: &str) -> Result<Option<String>> {
+        let api = self.dynamic(&super::longhorn_volume_resource(), Some(super::LONGHORN_NAMESPACE));
+        let volume = self.call_opt("get longhorn volume", api.get(pv)).await?;
+        Ok(volume.map(|v| str_at(&v.data, "/status/robustness").to_string()))
     }
 
     pub async fn get_storage_class(&self, name: &str) -> Result<Option<StorageClass>> {

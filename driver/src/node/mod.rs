@@ -148,9 +148,6 @@ impl csi_proto::Node for NodeService {
     }
 }
 
-/// Topology keys reported by NodeGetInfo from the host node's labels.
-pub const TOPOLOGY_KEYS: &[&str] = &["topology.kubernetes.io/zone", "topology.kubernetes.io/region"];
-
 /// The segment every node and volume of one Harvester cluster shares: a guest
 /// cluster spanning two Harvester clusters cannot attach across them.
 pub const HOST_CLUSTER_KEY: &str = "topology.harvesterhci.io/host-cluster";
@@ -159,30 +156,6 @@ pub const HOST_CLUSTER_KEY: &str = "topology.harvesterhci.io/host-cluster";
 pub fn host_cluster_segment(cluster_url: &str) -> BTreeMap<String, String> {
     let host = cluster_url.split("://").nth(1).unwrap_or(cluster_url).split('/').next().unwrap_or("");
     BTreeMap::from([(HOST_CLUSTER_KEY.to_string(), crate::names::label_value(host))])
-}
-
-/// Reads the zone/region of the host node running `vm`, if the credentials allow.
-pub async fn host_topology(host: &Host, vm: &str) -> BTreeMap<String, String> {
-    if !host.features.enabled(crate::host::Feature::Topology) {
-        return BTreeMap::new();
-    }
-    let Ok(Some(vmi)) = host.get_vmi(vm).await else { return BTreeMap::new() };
-    let node = crate::host::str_at(&vmi, "/status/nodeName").to_string();
-    if node.is_empty() {
-        return BTreeMap::new();
-    }
-    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(host.client.clone());
-    match host.call_opt("get node", nodes.get(&node)).await {
-        Ok(Some(n)) => {
-            let labels = n.metadata.labels.unwrap_or_default();
-            TOPOLOGY_KEYS.iter().filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
-        }
-        Ok(None) => BTreeMap::new(),
-        Err(e) => {
-            tracing::info!(error = %e, "topology unavailable: cannot read the host node");
-            BTreeMap::new()
-        }
-    }
 }
 
 #[cfg(test)]
