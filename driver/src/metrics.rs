@@ -108,16 +108,20 @@ impl Default for Metrics {
 }
 
 /// Tracks one RPC; records its outcome when finished.
+/// Counts one RPC in flight until dropped. A handler future that tonic drops
+/// (the caller went away) never reaches `finish`; it is counted as Cancelled
+/// so the in-flight gauge cannot creep upwards.
 pub struct RpcTimer<'a> {
     metrics: &'a Metrics,
     method: &'static str,
     started: std::time::Instant,
+    code: Option<tonic::Code>,
 }
 
 impl Metrics {
     pub fn start_rpc(&self, method: &'static str) -> RpcTimer<'_> {
         self.in_flight.inc();
-        RpcTimer { metrics: self, method, started: std::time::Instant::now() }
+        RpcTimer { metrics: self, method, started: std::time::Instant::now(), code: None }
     }
 
     pub fn observe_host(&self, operation: &str, outcome: &str, took: Duration) {
@@ -150,8 +154,14 @@ impl Metrics {
 }
 
 impl RpcTimer<'_> {
-    pub fn finish(self, code: tonic::Code) {
-        let code = format!("{code:?}");
+    pub fn finish(mut self, code: tonic::Code) {
+        self.code = Some(code);
+    }
+}
+
+impl Drop for RpcTimer<'_> {
+    fn drop(&mut self) {
+        let code = format!("{:?}", self.code.unwrap_or(tonic::Code::Cancelled));
         self.metrics.rpc_total.get_or_create(&RpcLabels { method: self.method.into(), code }).inc();
         self.metrics
             .rpc_duration
@@ -183,4 +193,23 @@ pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>, shutdown: Cancell
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "serving metrics");
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_and_abandoned_rpcs_both_leave_the_in_flight_gauge() {
+        let m = Metrics::default();
+        m.start_rpc("NodeStageVolume").finish(tonic::Code::Ok);
+        {
+            let _abandoned = m.start_rpc("NodeStageVolume");
+            assert!(m.render().contains("harvester_csi_csi_operations_in_flight 1\n"), "{}", m.render());
+        }
+        let text = m.render();
+        assert!(text.contains("harvester_csi_csi_operations_in_flight 0\n"), "{text}");
+        assert!(text.contains(r#"csi_operations_total{method="NodeStageVolume",code="Ok"} 1"#), "{text}");
+        assert!(text.contains(r#"csi_operations_total{method="NodeStageVolume",code="Cancelled"} 1"#), "{text}");
+    }
 }

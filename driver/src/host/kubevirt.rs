@@ -340,13 +340,6 @@ impl Host {
         .await?;
         Ok(())
     }
-
-    /// A no-op merge patch that proves write access to a VM (dry run).
-    pub async fn patch_vm_merge(&self, vm: &str, patch: Value) -> Result<()> {
-        self.call("patch virtualmachine", self.vms().patch(vm, &PatchParams::default(), &Patch::Merge(patch)))
-            .await
-            .map(|_| ())
-    }
 }
 
 #[cfg(test)]
