@@ -373,8 +373,10 @@ mod tests {
     }
 
     #[test]
-    fn legacy_uuid_ignores_namespace() {
-        assert_eq!(legacy_firmware_uuid("vm"), legacy_firmware_uuid("vm"));
+    fn legacy_uuid_is_kubevirts_name_based_v5_uuid() {
+        // KubeVirt's legacy firmware UUID: UUIDv5 of the VM name in its fixed namespace
+        // (value computed independently with Python's uuid.uuid5).
+        assert_eq!(legacy_firmware_uuid("guest-1"), "4584ce03-05a8-512e-ab95-c891198ef3db");
         assert_ne!(legacy_firmware_uuid("vm"), legacy_firmware_uuid("vm2"));
         assert_ne!(derived_mac("a", "vm", 0), derived_mac("b", "vm", 0));
     }

@@ -32,6 +32,35 @@ impl Key {
 pub type Requeue = Option<Duration>;
 
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// An object that makes a reconciler panic will most likely do so again: retry slowly.
+const PANIC_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why one reconcile did not finish.
+#[derive(Debug, PartialEq)]
+enum Failure {
+    Error(String),
+    Panic(String),
+}
+
+/// Runs one reconcile so that a panic on one odd object (clients can write
+/// almost any JSON) fails that key instead of ending the whole controller.
+async fn reconcile_guarded<F>(fut: F) -> Result<Requeue, Failure>
+where
+    F: Future<Output = Result<Requeue, String>>,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(result) => result.map_err(Failure::Error),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Failure::Panic(message))
+        }
+    }
+}
 
 /// Runs a controller until shutdown. `map` turns an event into keys; `all` lists
 /// every key (initial sync and resync); `reconcile` does the work.
@@ -87,12 +116,16 @@ pub async fn run<M, A, R, F>(
         }
         if let Some(key) = ready.pop_front() {
             queued.remove(&key);
-            match reconcile(ctx.clone(), key.clone()).await {
+            match reconcile_guarded(reconcile(ctx.clone(), key.clone())).await {
                 Ok(Some(after)) => delayed.entry(Instant::now() + after).or_default().push(key),
                 Ok(None) => {}
-                Err(e) => {
+                Err(Failure::Error(e)) => {
                     tracing::warn!(controller = name, key = ?key, error = %e, "reconcile failed; retrying");
                     delayed.entry(Instant::now() + ERROR_BACKOFF).or_default().push(key);
+                }
+                Err(Failure::Panic(e)) => {
+                    tracing::error!(controller = name, key = ?key, panic = %e, "reconcile panicked; retrying slowly");
+                    delayed.entry(Instant::now() + PANIC_BACKOFF).or_default().push(key);
                 }
             }
             continue;
@@ -113,5 +146,32 @@ pub async fn run<M, A, R, F>(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_a_failure_of_that_key_only() {
+        let panicking = async {
+            let odd: serde_json::Value = serde_json::json!({"labels": "not-a-map"});
+            let mut copy = odd.clone();
+            copy["labels"]["kubevirt.io/nodeName"] = "n1".into();
+            Ok::<Requeue, String>(None)
+        };
+        match reconcile_guarded(panicking).await {
+            Err(Failure::Panic(message)) => assert!(message.contains("cannot access key"), "{message}"),
+            other => panic!("expected a caught panic, got {other:?}"),
+        }
+        assert_eq!(
+            reconcile_guarded(async { Err::<Requeue, _>("boom".to_string()) }).await,
+            Err(Failure::Error("boom".into()))
+        );
+        assert_eq!(
+            reconcile_guarded(async { Ok(Some(Duration::from_secs(1))) }).await,
+            Ok(Some(Duration::from_secs(1)))
+        );
     }
 }
