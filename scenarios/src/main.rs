@@ -128,6 +128,10 @@ async fn main() -> Result<()> {
             if let Some(f) = filter {
                 let re = regex::Regex::new(&f).with_context(|| format!("--filter {f:?}"))?;
                 all.retain(|(_, s)| re.is_match(&s.name));
+                if all.is_empty() {
+                    // A typo in CI's filter must not turn into a green run of nothing.
+                    bail!("--filter {f:?} matches no scenario");
+                }
             }
             let BackendKind::Embedded = backend else {
                 bail!("the cluster backend is not implemented yet; use --backend embedded");
@@ -135,17 +139,7 @@ async fn main() -> Result<()> {
             if !is_root() {
                 bail!("the embedded backend needs root (loop devices and mounts)");
             }
-            let bins = match bin_dir {
-                Some(d) => d,
-                None => std::env::current_exe()?.parent().map(PathBuf::from).context("locating the binaries")?,
-            };
-            let backend =
-                Embedded { sim_bin: bins.join("harvester-sim"), driver_bin: bins.join("harvester-csi-driver") };
-            for b in [&backend.sim_bin, &backend.driver_bin] {
-                if !b.exists() {
-                    bail!("{} not found (build with `cargo build --bins`, or pass --bin-dir)", b.display());
-                }
-            }
+            let backend = embedded_backend(bin_dir)?;
             std::fs::create_dir_all(&work_dir)?;
             let work_dir = work_dir.canonicalize()?;
             let (results, total) = runner::run_all(&backend, &all, &work_dir).await;

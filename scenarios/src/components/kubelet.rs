@@ -100,6 +100,12 @@ async fn setup(env: &Env, pod: &Pod) -> Result<(), String> {
                 vas.create(&PostParams::default(), &va).await.map_err(|e| e.to_string())?
             }
         };
+        if va.metadata.deletion_timestamp.is_some() {
+            // A detach is under way (the pod before this one left): its
+            // `attached` is stale. The real attach/detach controller waits for
+            // it to finish and then attaches afresh.
+            return Err(format!("{WAITING}volume {pv_name} is being detached from {node}"));
+        }
         let status = va.status.clone().unwrap_or_default();
         if !status.attached {
             let why = status.attach_error.and_then(|e| e.message).unwrap_or_else(|| "waiting for the attacher".into());
