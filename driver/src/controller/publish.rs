@@ -26,24 +26,11 @@ pub mod publish_context {
     pub const EXPORT: &str = "harvesterhci.io/export";
 }
 
-fn is_shared(pvc: &PersistentVolumeClaim) -> bool {
-    crate::host::pvc::is_nfs_export(pvc)
-}
-
 fn host_pv(pvc: &PersistentVolumeClaim) -> String {
     pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default()
 }
 
 impl ControllerService {
-    /// Whether the host volume is an NFS export (RWX) rather than a disk.
-    fn volume_is_shared(pvc: &PersistentVolumeClaim, context: &HashMap<String, String>) -> bool {
-        match context.get(super::create::context::SHARED).map(String::as_str) {
-            Some("true") => true,
-            Some(_) => false,
-            None => is_shared(pvc),
-        }
-    }
-
     pub(super) async fn publish(
         &self,
         req: csi::ControllerPublishVolumeRequest,
@@ -64,7 +51,9 @@ impl ControllerService {
         if self.host.get_vm(&vm).await?.is_none() {
             return Err(Error::NotFound(format!("node {vm}: no such VM in namespace {}", self.host.namespace)));
         }
-        if Self::volume_is_shared(&pvc, &req.volume_context) {
+        // The host PVC's own record decides, as in unpublish: a volume_context
+        // (which a static PV can carry anything in) must not turn a disk into an export.
+        if crate::host::pvc::is_nfs_export(&pvc) {
             if shape.block {
                 return Err(Error::InvalidArgument(format!(
                     "volume {id} is a shared filesystem; it cannot be published as a block device"
@@ -189,7 +178,7 @@ impl ControllerService {
         tracing::info!(volume = %id, node = %req.node_id, "ControllerUnpublishVolume");
         let pvc = self.host.get_pvc(&id).await?;
         if let Some(p) = &pvc {
-            if is_shared(p) {
+            if crate::host::pvc::is_nfs_export(p) {
                 self.unpublish_shared(p, &req.node_id).await?;
                 return Ok(csi::ControllerUnpublishVolumeResponse {});
             }
