@@ -265,8 +265,17 @@ async fn v1_5_second_operation_on_a_volume_is_aborted() {
         .await;
         assert!(!publishing.is_finished(), "publish waits for the disk");
 
-        let (code, msg) = code_of(env.delete(id).await);
-        assert_eq!(code, Code::Aborted, "{msg}");
+        // The spawned publish may not have reached the driver yet; until it
+        // has, delete rightly answers FailedPrecondition (the first publish's
+        // disk is in the VM). Once it holds the volume, delete is Aborted.
+        eventually("delete to meet the publish in flight", || async {
+            match code_of(env.delete(id).await) {
+                (Code::Aborted, _) => Some(()),
+                (Code::FailedPrecondition, _) => None,
+                (code, msg) => panic!("delete during publish: {code:?} {msg}"),
+            }
+        })
+        .await;
         let (code, msg) = code_of(env.unpublish(id, "guest-1").await);
         assert_eq!(code, Code::Aborted, "{msg}");
         assert!(env.host_pvc(id).await.is_some());
