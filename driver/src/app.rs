@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::controller::{ControllerService, ControllerSettings};
 use crate::guard::VolumeLocks;
 use crate::guest::Guest;
+use crate::host::retry::{retry_transient, STARTUP_BUDGET};
 use crate::host::{Feature, Host};
 use crate::identity::IdentityService;
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ pub enum StartError {
     Endpoint(#[from] server::EndpointError),
     #[error("identifying this node's VM: {0}")]
     NodeIdentity(crate::error::Error),
+    #[error("reading this node's topology: {0}")]
+    NodeTopology(crate::error::Error),
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -140,7 +143,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         let node_id = node::vm_identity::discover(&host, &config.root, config.node_id.as_deref())
             .await
             .map_err(StartError::NodeIdentity)?;
-        let mut topology = host.node_topology(&node_id).await;
+        let mut topology =
+            retry_transient("reading this node's topology", STARTUP_BUDGET, || host.node_topology(&node_id))
+                .await
+                .map_err(StartError::NodeTopology)?;
         topology.extend(cluster_topology.clone());
         let service = NodeService {
             node_id,

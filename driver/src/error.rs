@@ -77,6 +77,13 @@ impl Error {
             || self.api_response().is_some_and(|r| r.reason == "Forbidden" || r.code == 403)
     }
 
+    /// A host error worth retrying as is: the host was unreachable, overloaded or failed
+    /// internally (5xx, 429, timeouts, connection errors). Anything else is an answer.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Host { .. })
+            && matches!(self.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+    }
+
     pub fn code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
@@ -159,5 +166,22 @@ mod tests {
     #[case(400, "BadRequest", tonic::Code::Internal)]
     fn host_errors_map_by_reason(#[case] code: u16, #[case] reason: &str, #[case] want: tonic::Code) {
         assert_eq!(api(code, reason).code(), want);
+    }
+
+    #[rstest]
+    #[case(500, "InternalError", true)]
+    #[case(503, "ServiceUnavailable", true)]
+    #[case(429, "TooManyRequests", true)]
+    #[case(504, "Timeout", true)]
+    #[case(403, "Forbidden", false)]
+    #[case(404, "NotFound", false)]
+    #[case(409, "Conflict", false)]
+    fn only_host_failures_are_transient(#[case] code: u16, #[case] reason: &str, #[case] want: bool) {
+        assert_eq!(api(code, reason).is_transient(), want);
+    }
+
+    #[test]
+    fn the_drivers_own_unavailable_is_not_a_host_failure() {
+        assert!(!Error::Unavailable("device busy".into()).is_transient());
     }
 }

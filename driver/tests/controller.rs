@@ -609,6 +609,43 @@ async fn host_errors_are_unavailable_then_retried() {
     .await;
 }
 
+/// A feature probe that met only host failures is not an answer: the snapshot
+/// capability must come back on its own once the host recovers, without a restart
+/// and without a denied request to prompt a re-probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_lost_to_host_failures_at_startup_come_back() {
+    bounded(60, async {
+        let faults = json!({"errors": [
+            {"verb": "list", "resource": "volumesnapshots", "rate": 1.0, "code": 500},
+            {"verb": "list", "resource": "volumeremotebackups", "rate": 1.0, "code": 503},
+        ]});
+        // Longer than one probe's retry budget, so the startup probe gives up.
+        let env = Env::start(Options::profile("v1.8").startup_faults(faults, Duration::from_secs(4))).await;
+        let snapshots = csi::controller_service_capability::rpc::Type::CreateDeleteSnapshot as i32;
+        let controller = env.controller.clone();
+        eventually("the snapshot capability after the host recovered", || {
+            let mut c = controller.clone();
+            async move {
+                let caps = c
+                    .controller_get_capabilities(csi::ControllerGetCapabilitiesRequest {})
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .capabilities;
+                caps.iter()
+                    .any(|cap| {
+                        matches!(&cap.r#type,
+                            Some(csi::controller_service_capability::Type::Rpc(r)) if r.r#type == snapshots)
+                    })
+                    .then_some(())
+            }
+        })
+        .await;
+        env.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_and_probe_follow_the_host() {
     bounded(60, async {

@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
 use csi_proto::csi::v1 as csi;
@@ -136,6 +137,31 @@ async fn node_info_identifies_the_vm_by_firmware_uuid() {
         let topology = info.accessible_topology.expect("topology").segments;
         let cluster = topology.get("topology.harvesterhci.io/host-cluster").expect("host-cluster segment");
         assert!(!cluster.is_empty() && cluster.contains("127.0.0.1"), "{cluster}");
+        env.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_host_at_startup_delays_the_node_but_does_not_change_its_answer() {
+    bounded(60, async {
+        // Every VMI and node read fails for 2.5 s, longer than the capability probe retries:
+        // the node used to exit on the first 500 (identity) or register without its zone
+        // (topology) for good.
+        let faults = json!({"errors": [
+            {"verb": "*", "resource": "virtualmachineinstances", "rate": 1.0, "code": 500},
+            {"verb": "*", "resource": "nodes", "rate": 1.0, "code": 503},
+        ]});
+        let env =
+            Env::start(Options::profile("v1.5").host_node_reads().startup_faults(faults, Duration::from_millis(2500)))
+                .await;
+        let info = env.node.clone().node_get_info(csi::NodeGetInfoRequest {}).await.expect("NodeGetInfo").into_inner();
+        assert_eq!(info.node_id, "guest-1");
+        let topology = info.accessible_topology.expect("topology").segments;
+        assert!(
+            topology.contains_key("topology.kubernetes.io/zone"),
+            "zone segment lost to a transient error: {topology:?}"
+        );
         env.stop().await;
     })
     .await;

@@ -15,12 +15,17 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::retry::{retry_transient, PROBE_BUDGET};
 use super::settings::is_at_least;
 use super::{
     longhorn_volume_resource, nfs_resource, snapshot_resource, str_at, vrb_resource, Host, LONGHORN_NAMESPACE,
     NFS_NAMESPACE,
 };
 use crate::error::Error;
+
+/// First and longest wait before probing again after a probe met host failures.
+const UNSETTLED_FIRST_DELAY: Duration = Duration::from_secs(5);
+const UNSETTLED_MAX_DELAY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -59,12 +64,24 @@ pub enum HotplugMode {
     Declarative,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FeatureStatus {
     pub enabled: bool,
     /// Why it is off: the missing permission or the missing host piece.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// Off only because the host kept failing while probing: not an answer, so probe again.
+    #[serde(skip)]
+    pub transient: bool,
+}
+
+impl FeatureStatus {
+    pub fn on() -> Self {
+        Self { enabled: true, ..Default::default() }
+    }
+    pub fn off(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), ..Default::default() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,11 +90,19 @@ pub struct CapabilityReport {
     pub host_version: String,
     pub hotplug: HotplugMode,
     pub features: BTreeMap<Feature, FeatureStatus>,
+    /// The version could not be read because the host kept failing.
+    #[serde(skip)]
+    pub version_unsettled: bool,
 }
 
 impl Default for CapabilityReport {
     fn default() -> Self {
-        Self { host_version: "unknown".into(), hotplug: HotplugMode::Legacy, features: BTreeMap::new() }
+        Self {
+            host_version: "unknown".into(),
+            hotplug: HotplugMode::Legacy,
+            features: BTreeMap::new(),
+            version_unsettled: false,
+        }
     }
 }
 
@@ -87,6 +112,14 @@ impl CapabilityReport {
     }
     pub fn reason(&self, f: Feature) -> String {
         self.features.get(&f).map(|s| s.reason.clone()).unwrap_or_else(|| "not probed yet".into())
+    }
+    /// On, or off only because the host kept failing while probing it.
+    pub fn may_be_enabled(&self, f: Feature) -> bool {
+        self.features.get(&f).is_some_and(|s| s.enabled || s.transient)
+    }
+    /// Whether part of the report stands for a host failure rather than an answer.
+    pub fn unsettled(&self) -> bool {
+        self.version_unsettled || self.features.values().any(|s| s.transient)
     }
 }
 
@@ -113,7 +146,7 @@ impl Features {
     /// Sets features decided outside the host probes (guest access).
     pub fn set(&self, f: Feature, enabled: bool, reason: &str) {
         let mut r = self.report.write().unwrap_or_else(|p| p.into_inner());
-        r.features.insert(f, FeatureStatus { enabled, reason: if enabled { String::new() } else { reason.into() } });
+        r.features.insert(f, if enabled { FeatureStatus::on() } else { FeatureStatus::off(reason) });
     }
     fn store(&self, mut new: CapabilityReport) -> CapabilityReport {
         let mut r = self.report.write().unwrap_or_else(|p| p.into_inner());
@@ -134,12 +167,10 @@ impl Features {
 
 fn outcome(result: Result<(), Error>, what: &str) -> FeatureStatus {
     match result {
-        Ok(()) => FeatureStatus { enabled: true, reason: String::new() },
-        Err(e) if e.is_forbidden() => FeatureStatus { enabled: false, reason: format!("missing permission: {what}") },
-        Err(e) if e.is_not_found() => {
-            FeatureStatus { enabled: false, reason: format!("not served by this Harvester: {what}") }
-        }
-        Err(e) => FeatureStatus { enabled: false, reason: format!("{what}: {e}") },
+        Ok(()) => FeatureStatus::on(),
+        Err(e) if e.is_forbidden() => FeatureStatus::off(format!("missing permission: {what}")),
+        Err(e) if e.is_not_found() => FeatureStatus::off(format!("not served by this Harvester: {what}")),
+        Err(e) => FeatureStatus { transient: e.is_transient(), ..FeatureStatus::off(format!("{what}: {e}")) },
     }
 }
 
@@ -148,7 +179,8 @@ impl Host {
     where
         K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        self.call(op, api.list_metadata(&ListParams::default().limit(1))).await.map(|_| ())
+        let params = ListParams::default().limit(1);
+        retry_transient(op, PROBE_BUDGET, || self.call(op, api.list_metadata(&params))).await.map(|_| ())
     }
 
     /// Probes every host feature and stores (and logs) the report.
@@ -160,10 +192,24 @@ impl Host {
     }
 
     async fn probe_all(&self) -> CapabilityReport {
-        let version = match self.setting("server-version").await {
+        let mut version_unsettled = false;
+        let version = match retry_transient("get setting server-version", PROBE_BUDGET, || {
+            self.setting("server-version")
+        })
+        .await
+        {
             Ok(Some(v)) => v,
             Ok(None) => "unknown".into(),
-            Err(e) => format!("unreadable ({e})"),
+            Err(e) => {
+                version_unsettled = e.is_transient();
+                // A version read before stays true across a flaky spell; hotplug mode hangs on it.
+                let before = self.features.report().host_version;
+                if version_unsettled && is_at_least(&before, 0, 0) {
+                    before
+                } else {
+                    format!("unreadable ({e})")
+                }
+            }
         };
         let ns = self.namespace.clone();
         let (rwx, lh, va, sc, snaps, backups, expand) = tokio::join!(
@@ -177,7 +223,8 @@ impl Host {
             self.probe_list(self.dynamic(&snapshot_resource(), Some(&ns)), "list volumesnapshots"),
             self.probe_list(self.dynamic(&vrb_resource(), Some(&ns)), "list volumeremotebackups"),
             async {
-                match self.setting("csi-online-expand-validation").await {
+                let read = || self.setting("csi-online-expand-validation");
+                match retry_transient("get setting csi-online-expand-validation", PROBE_BUDGET, read).await {
                     Ok(Some(_)) => Ok(()),
                     Ok(None) => Err(Error::NotFound("setting csi-online-expand-validation".into())),
                     Err(e) => Err(e),
@@ -216,6 +263,7 @@ impl Host {
             host_version: version,
             hotplug: if declarative { HotplugMode::Declarative } else { HotplugMode::Legacy },
             features,
+            version_unsettled,
         };
         self.features.store(report)
     }
@@ -224,30 +272,26 @@ impl Host {
         if !is_at_least(version, 1, 8) {
             return (
                 false,
-                FeatureStatus {
-                    enabled: false,
-                    reason: format!("Harvester {version} uses legacy hotplug (declarative needs ≥ v1.8)"),
-                },
+                FeatureStatus::off(format!("Harvester {version} uses legacy hotplug (declarative needs ≥ v1.8)")),
             );
         }
-        let vms =
-            match self.call("list virtualmachines", self.vms().list_metadata(&ListParams::default().limit(1))).await {
-                Ok(l) => l,
-                Err(e) => return (false, outcome(Err(e), "list virtualmachines.kubevirt.io")),
-            };
+        let one = ListParams::default().limit(1);
+        let vms_api = self.vms();
+        let list = || self.call("list virtualmachines", vms_api.list_metadata(&one));
+        let vms = match retry_transient("list virtualmachines", PROBE_BUDGET, list).await {
+            Ok(l) => l,
+            Err(e) => return (false, outcome(Err(e), "list virtualmachines.kubevirt.io")),
+        };
         let Some(name) = vms.items.first().and_then(|v| v.metadata.name.clone()) else {
-            return (true, FeatureStatus { enabled: true, reason: String::new() });
+            return (true, FeatureStatus::on());
         };
         // A dry-run no-op patch proves the permission without changing anything.
         let params = PatchParams { dry_run: true, ..Default::default() };
-        let r = self
-            .call(
-                "patch virtualmachine (dry run)",
-                self.vms().patch(&name, &params, &Patch::Merge(serde_json::json!({}))),
-            )
-            .await;
+        let noop = Patch::Merge(serde_json::json!({}));
+        let patch = || self.call("patch virtualmachine (dry run)", vms_api.patch(&name, &params, &noop));
+        let r = retry_transient("patch virtualmachine (dry run)", PROBE_BUDGET, patch).await;
         match r {
-            Ok(_) => (true, FeatureStatus { enabled: true, reason: String::new() }),
+            Ok(_) => (true, FeatureStatus::on()),
             Err(e) => {
                 (false, outcome(Err(e), &format!("patch virtualmachines.kubevirt.io in namespace {}", self.namespace)))
             }
@@ -255,18 +299,21 @@ impl Host {
     }
 
     async fn probe_topology(&self) -> FeatureStatus {
-        let vmis =
-            match self.call("list virtualmachineinstances", self.vmis().list(&ListParams::default().limit(1))).await {
-                Ok(l) => l,
-                Err(e) => return outcome(Err(e), "list virtualmachineinstances.kubevirt.io"),
-            };
+        let one = ListParams::default().limit(1);
+        let vmis_api = self.vmis();
+        let list = || self.call("list virtualmachineinstances", vmis_api.list(&one));
+        let vmis = match retry_transient("list virtualmachineinstances", PROBE_BUDGET, list).await {
+            Ok(l) => l,
+            Err(e) => return outcome(Err(e), "list virtualmachineinstances.kubevirt.io"),
+        };
         let Some(node) =
             vmis.items.first().map(|v| str_at(&v.data, "/status/nodeName").to_string()).filter(|n| !n.is_empty())
         else {
-            return FeatureStatus { enabled: true, reason: String::new() };
+            return FeatureStatus::on();
         };
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
-        outcome(self.call("get node", nodes.get_metadata(&node)).await.map(|_| ()), "get nodes")
+        let get = || self.call("get node", nodes.get_metadata(&node));
+        outcome(retry_transient("get node", PROBE_BUDGET, get).await.map(|_| ()), "get nodes")
     }
 
     /// Whether a feature is on, re-probing first when it is off (at most every 2 s).
@@ -280,17 +327,33 @@ impl Host {
         self.features.enabled(f)
     }
 
-    /// Re-probes after denials, coalescing bursts.
+    /// Re-probes after denials, coalescing bursts, and after probes that met host failures.
     pub async fn run_reprobe_loop(self, shutdown: CancellationToken) {
+        let mut unsettled_delay = UNSETTLED_FIRST_DELAY;
         loop {
+            // A report that stands for host failures is probed again on its own, backing off.
+            let unsettled = self.features.report().unsettled();
+            let retry = async {
+                if unsettled {
+                    tokio::time::sleep(unsettled_delay).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.features.reprobe.notified() => {}
+                _ = retry => {
+                    tracing::info!(after = ?unsettled_delay, "probing the host again: the last probe met host failures");
+                    unsettled_delay = (unsettled_delay * 2).min(UNSETTLED_MAX_DELAY);
+                }
             }
             if self.features.probed_recently(Duration::from_secs(2)) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            self.probe_features().await;
+            if !self.probe_features().await.unsettled() {
+                unsettled_delay = UNSETTLED_FIRST_DELAY;
+            }
         }
     }
 }
@@ -300,5 +363,34 @@ pub fn log_report(r: &CapabilityReport) {
     tracing::info!(host_version = %r.host_version, hotplug = ?r.hotplug, enabled = %on.join(","), "capability report");
     for (f, s) in r.features.iter().filter(|(_, s)| !s.enabled) {
         tracing::info!(feature = ?f, reason = %s.reason, "feature off");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> Error {
+        Error::host(
+            "list things",
+            kube::Error::Api(Box::new(kube::core::Status { code, reason: reason.into(), ..Default::default() })),
+        )
+    }
+
+    #[test]
+    fn only_host_failures_leave_a_feature_unsettled() {
+        let denied = outcome(Err(api_error(403, "Forbidden")), "list things");
+        assert!(!denied.enabled && !denied.transient && denied.reason.starts_with("missing permission"));
+        let absent = outcome(Err(api_error(404, "NotFound")), "list things");
+        assert!(!absent.enabled && !absent.transient);
+        let failing = outcome(Err(api_error(500, "InternalError")), "list things");
+        assert!(!failing.enabled && failing.transient);
+
+        let mut report = CapabilityReport::default();
+        report.features.insert(Feature::Rwx, denied);
+        assert!(!report.unsettled() && !report.may_be_enabled(Feature::Rwx));
+        report.features.insert(Feature::Topology, failing);
+        assert!(report.unsettled() && report.may_be_enabled(Feature::Topology));
+        assert!(!report.enabled(Feature::Topology), "unsettled is still off for callers that need it on");
     }
 }

@@ -7,6 +7,7 @@ pub mod features;
 pub mod kubevirt;
 pub mod nfs;
 pub mod pvc;
+pub mod retry;
 pub mod settings;
 pub mod snapshots;
 pub mod topology;

@@ -6,32 +6,44 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
 use super::{str_at, Feature, Host};
+use crate::error::Result;
 
 /// Topology keys reported by NodeGetInfo from the host node's labels.
 pub const TOPOLOGY_KEYS: &[&str] = &["topology.kubernetes.io/zone", "topology.kubernetes.io/region"];
 
 impl Host {
-    /// The zone/region of the host node running `vm`, if the credentials allow.
-    /// Topology is an addition, so any failure here yields no segments rather than an error.
-    pub async fn node_topology(&self, vm: &str) -> BTreeMap<String, String> {
-        if !self.features.enabled(Feature::Topology) {
-            return BTreeMap::new();
+    /// The zone/region of the host node running `vm`. Topology is an addition: when the
+    /// credentials cannot read it there are no segments. A transient failure is an error,
+    /// since no segments would be a wrong answer that the node keeps for its lifetime.
+    pub async fn node_topology(&self, vm: &str) -> Result<BTreeMap<String, String>> {
+        // Asked even when the probe itself met host failures: only a settled "off" skips it.
+        if !self.features.report().may_be_enabled(Feature::Topology) {
+            return Ok(BTreeMap::new());
         }
-        let Ok(Some(vmi)) = self.get_vmi(vm).await else { return BTreeMap::new() };
+        let vmi = match self.get_vmi(vm).await {
+            Ok(Some(vmi)) => vmi,
+            Ok(None) => return Ok(BTreeMap::new()),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::info!(error = %e, "topology unavailable: cannot read this node's VMI");
+                return Ok(BTreeMap::new());
+            }
+        };
         let node = str_at(&vmi, "/status/nodeName").to_string();
         if node.is_empty() {
-            return BTreeMap::new();
+            return Ok(BTreeMap::new());
         }
         let nodes: Api<Node> = Api::all(self.client.clone());
         match self.call_opt("get node", nodes.get(&node)).await {
             Ok(Some(n)) => {
                 let labels = n.metadata.labels.unwrap_or_default();
-                TOPOLOGY_KEYS.iter().filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone()))).collect()
+                Ok(TOPOLOGY_KEYS.iter().filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone()))).collect())
             }
-            Ok(None) => BTreeMap::new(),
+            Ok(None) => Ok(BTreeMap::new()),
+            Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 tracing::info!(error = %e, "topology unavailable: cannot read the host node");
-                BTreeMap::new()
+                Ok(BTreeMap::new())
             }
         }
     }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::host::retry::{retry_transient, STARTUP_BUDGET};
 use crate::host::{str_at, Host};
 
 /// MACs that identify nothing: loopback, and Calico's shared veth MAC (#6981).
@@ -92,7 +93,7 @@ pub async fn discover(host: &Host, root: &Path, override_id: Option<&str>) -> Re
     }
     let uuid = read_product_uuid(root);
     let macs = read_macs(root);
-    let vmis = host.list_vmis().await?;
+    let vmis = retry_transient("listing VMIs to identify this node", STARTUP_BUDGET, || host.list_vmis()).await?;
     let vm = match_vm(&vmis, uuid.as_deref(), &macs)?;
     tracing::info!(vm = %vm, uuid = uuid.as_deref().unwrap_or("-"), "identified this node's VM");
     Ok(vm)

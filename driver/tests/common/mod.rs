@@ -78,6 +78,10 @@ pub struct Options {
     pub node_vm: &'static str,
     /// Apply this release's guest RBAC before the driver starts (`POST /sim/rbac/<release>`).
     pub rbac: Option<&'static str>,
+    /// Host faults in force while the driver starts, cleared after the duration.
+    pub startup_faults: Option<(Value, Duration)>,
+    /// Let the guest credentials read host nodes, as an operator grants for zone topology.
+    pub host_node_reads: bool,
 }
 
 impl Options {
@@ -90,7 +94,19 @@ impl Options {
             args: Vec::new(),
             node_vm: "guest-1",
             rbac: None,
+            startup_faults: None,
+            host_node_reads: false,
         }
+    }
+
+    pub fn host_node_reads(mut self) -> Self {
+        self.host_node_reads = true;
+        self
+    }
+
+    pub fn startup_faults(mut self, faults: Value, lasting: Duration) -> Self {
+        self.startup_faults = Some((faults, lasting));
+        self
     }
 
     pub fn rbac(mut self, release: &'static str) -> Self {
@@ -206,6 +222,26 @@ pub fn dynamic_api(
     }
 }
 
+/// A ClusterRole to read nodes, bound to every authenticated client.
+async fn grant_node_reads(admin: &kube::Client) {
+    use kube::api::PostParams;
+    let roles = dynamic_api(admin, "rbac.authorization.k8s.io", "ClusterRole", "clusterroles", None);
+    let bindings = dynamic_api(admin, "rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", None);
+    let role: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "read-nodes"},
+        "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}],
+    }))
+    .expect("role");
+    let binding: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "read-nodes"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "read-nodes"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}],
+    }))
+    .expect("binding");
+    roles.create(&PostParams::default(), &role).await.expect("creating ClusterRole read-nodes");
+    bindings.create(&PostParams::default(), &binding).await.expect("creating ClusterRoleBinding read-nodes");
+}
+
 impl Env {
     pub async fn start(opts: Options) -> Env {
         init_tracing();
@@ -225,6 +261,10 @@ impl Env {
         if let Some(release) = opts.rbac {
             let req = http::Request::post(format!("/sim/rbac/{release}")).body(Vec::new()).expect("request");
             admin.request_text(req).await.expect("applying another release's guest RBAC");
+        }
+
+        if opts.host_node_reads {
+            grant_node_reads(&admin).await;
         }
 
         // The node service identifies its VM at start: wait until the VMs run and their roots exist.
@@ -268,6 +308,22 @@ impl Env {
         .collect();
         args.extend(opts.args.iter().cloned());
         let config = Config::try_parse_from(&args).expect("driver flags");
+        let put_faults = |faults: Value| {
+            let req = http::Request::put("/sim/faults")
+                .header("content-type", "application/json")
+                .body(faults.to_string().into_bytes())
+                .expect("request");
+            let admin = admin.clone();
+            async move { admin.request_text(req).await.expect("setting faults") }
+        };
+        if let Some((faults, lasting)) = opts.startup_faults.clone() {
+            put_faults(faults).await;
+            let clear = put_faults(json!({}));
+            tokio::spawn(async move {
+                tokio::time::sleep(lasting).await;
+                clear.await
+            });
+        }
         let shutdown = CancellationToken::new();
         let driver = tokio::spawn(harvester_csi_driver::app::run(config, shutdown.clone()));
 

@@ -62,15 +62,46 @@ async fn client(path: &Path) -> Result<kube::Client, Failure> {
     kube::Client::try_from(cfg).map_err(|e| fail(e.to_string()))
 }
 
-async fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Result<(), Failure> {
+/// Waits until `ok`, failing early (with the last line it logged) if the process exits.
+async fn wait_for(
+    what: &str,
+    within: Duration,
+    child: &mut Child,
+    log: &Path,
+    mut ok: impl FnMut() -> bool,
+) -> Result<(), Failure> {
     let deadline = Instant::now() + within;
     while !ok() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(fail(format!("{what} exited ({status}) before it came up: {}", last_line(log))));
+        }
         if Instant::now() > deadline {
             return Err(fail(format!("{what} did not come up within {within:?}")));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// The last line a process logged, without terminal colours.
+fn last_line(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing logged)");
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip a CSI sequence: ESC [ parameters final-byte.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn free_port() -> Result<u16, Failure> {
@@ -142,11 +173,13 @@ impl Backend for Embedded {
             world_path.display().to_string(),
         ];
         let sim_log = work.join("simulator.log");
-        let sim_child = spawn(&self.sim_bin, &sim_args, &sim_log).await?;
+        let mut sim_child = spawn(&self.sim_bin, &sim_args, &sim_log).await?;
         let cloud_config = sim_dir.join("cloud-config");
         let admin = sim_dir.join("admin.kubeconfig");
-        wait_for("the simulator", Duration::from_secs(20), || sim_dir.join("endpoint").exists() && admin.exists())
-            .await?;
+        wait_for("the simulator", Duration::from_secs(20), &mut sim_child, &sim_log, || {
+            sim_dir.join("endpoint").exists() && admin.exists()
+        })
+        .await?;
         let host = client(&admin).await?;
         let guest = GuestCluster::start(&work.join("guest")).await.map_err(|e| fail(format!("guest API: {e}")))?;
         let guest_client = client(&guest.kubeconfig).await?;
@@ -165,7 +198,7 @@ impl Backend for Embedded {
         }
         controller_args.extend(scenario.world.controller_args.iter().cloned());
         let controller_log = work.join("controller.log");
-        let controller = Proc {
+        let mut controller = Proc {
             child: spawn(&self.driver_bin, &controller_args, &controller_log).await?,
             args: controller_args,
             log: controller_log,
@@ -192,10 +225,15 @@ impl Backend for Embedded {
             nodes.insert(vm.clone(), Proc { child: spawn(&self.driver_bin, &args, &log).await?, args, log });
         }
         let controller_sock = work.join("controller.sock");
-        wait_for("the driver controller", Duration::from_secs(30), || controller_sock.exists()).await?;
-        for vm in &vms {
+        let c = &mut controller;
+        wait_for("the driver controller", Duration::from_secs(30), &mut c.child, &c.log, || controller_sock.exists())
+            .await?;
+        for (vm, p) in nodes.iter_mut() {
             let sock = work.join(format!("node-{vm}.sock"));
-            wait_for(&format!("the node plugin on {vm}"), Duration::from_secs(30), || sock.exists()).await?;
+            wait_for(&format!("the node plugin on {vm}"), Duration::from_secs(30), &mut p.child, &p.log, || {
+                sock.exists()
+            })
+            .await?;
         }
         let mut node_clients = BTreeMap::new();
         for vm in &vms {
@@ -289,6 +327,7 @@ impl Cluster for EmbeddedCluster {
     }
 
     async fn kill_and_restart(&mut self, what: &str) -> Result<(), Failure> {
+        let sim_endpoint = self.sim_dir().join("endpoint");
         let (bin, proc_) = match what {
             "controller" => (self.driver_bin.clone(), &mut self.controller),
             "simulator" => (self.sim_bin.clone(), &mut self.sim),
@@ -308,15 +347,20 @@ impl Cluster for EmbeddedCluster {
             let _ = std::fs::remove_file(s);
         }
         if what == "simulator" {
-            let _ = std::fs::remove_file(self.work.join("host").join("endpoint"));
+            let _ = std::fs::remove_file(&sim_endpoint);
         }
         proc_.child = spawn(&bin, &proc_.args, &proc_.log).await?;
         match (what, sock) {
             ("simulator", _) => {
-                let endpoint = self.sim_dir().join("endpoint");
-                wait_for("the restarted simulator", Duration::from_secs(30), || endpoint.exists()).await
+                wait_for("the restarted simulator", Duration::from_secs(30), &mut proc_.child, &proc_.log, || {
+                    sim_endpoint.exists()
+                })
+                .await
             }
-            (_, Some(s)) => wait_for(&format!("the restarted {what}"), Duration::from_secs(30), || s.exists()).await,
+            (_, Some(s)) => {
+                let what = format!("the restarted {what}");
+                wait_for(&what, Duration::from_secs(30), &mut proc_.child, &proc_.log, || s.exists()).await
+            }
             _ => Ok(()),
         }
     }
