@@ -428,6 +428,7 @@ pub fn load(text: &str, origin: &str) -> Result<Scenario, String> {
     if s.steps.is_empty() {
         return Err(format!("{origin}: a scenario needs at least one step"));
     }
+    check_world(&s.world, text, origin)?;
     let vms: Vec<&str> = s.world.vms.iter().map(VmSpec::name).collect();
     for (i, step) in s.steps.iter().enumerate() {
         if let Step::RunPod(p) = step {
@@ -443,6 +444,30 @@ pub fn load(text: &str, origin: &str) -> Result<Scenario, String> {
         }
     }
     Ok(s)
+}
+
+/// The world is the simulator's to understand: check it with the simulator's own
+/// schema and rules now, not when the scenario starts.
+fn check_world(world: &World, text: &str, origin: &str) -> Result<(), String> {
+    let at = text
+        .lines()
+        .position(|l| l.starts_with("world:"))
+        .map(|i| format!("{origin}, line {} (world)", i + 1))
+        .unwrap_or_else(|| format!("{origin} (world)"));
+    harvester_simulator::profiles::lookup(&world.profile).map_err(|_| {
+        format!(
+            "{at}: profile {:?} is not a Harvester release the simulator plays (one of: {})",
+            world.profile,
+            harvester_simulator::profiles::known_names()
+        )
+    })?;
+    let sim_world = Value::Object(world.simulator_world());
+    harvester_simulator::world::World::from_value(sim_world, &at).map_err(|e| match e {
+        harvester_simulator::world::WorldError::Parse { message, .. }
+        | harvester_simulator::world::WorldError::Invalid { message, .. } => format!("{at}: {message}"),
+        other => format!("{at}: {other}"),
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -482,6 +507,16 @@ steps:
         assert!(e.contains("t.yaml") && e.contains("randomBites"), "{e}");
         let bad_node = OK.replace("node: guest-1", "node: guest-9");
         assert!(load(&bad_node, "t.yaml").unwrap_err().contains("guest-9"));
+    }
+
+    #[test]
+    fn the_world_is_checked_by_the_simulators_rules() {
+        let e = load(&OK.replace("profile: v1.3", "profile: v1.9"), "t.yaml").unwrap_err();
+        assert!(e.contains("t.yaml, line 4 (world)") && e.contains("v1.9") && e.contains("v1.8"), "{e}");
+        let e = load(&OK.replace("hotplugMs", "hotplugMS"), "t.yaml").unwrap_err();
+        assert!(e.contains("line 4") && e.contains("hotplugMS"), "{e}");
+        let e = load(&OK.replace("hostNode: harvester-2", "hostNode: harvester-9"), "t.yaml").unwrap_err();
+        assert!(e.contains("harvester-9"), "{e}");
     }
 
     #[test]

@@ -250,6 +250,15 @@ impl World {
         Ok(world)
     }
 
+    /// A world already parsed into JSON (a section of a larger document, such as a scenario).
+    pub fn from_value(value: serde_json::Value, origin: &str) -> Result<Self, WorldError> {
+        let mut world: World = serde_json::from_value(value)
+            .map_err(|e| WorldError::Parse { path: origin.into(), message: e.to_string() })?;
+        world.fill_defaults();
+        world.check().map_err(|message| WorldError::Invalid { path: origin.into(), message })?;
+        Ok(world)
+    }
+
     pub fn load(path: &Path) -> Result<Self, WorldError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| WorldError::Read { path: path.display().to_string(), source })?;
