@@ -22,6 +22,12 @@ fn mount_at(target: &Path) -> Option<(String, String, String)> {
     })
 }
 
+/// Runs a command that must succeed (test setup as root).
+fn run_ok(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd).args(args).output().expect("running a setup command");
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 struct Published {
     id: String,
     cap: csi::VolumeCapability,
@@ -299,7 +305,16 @@ async fn ext4_stage_publish_stats_and_restage_keeps_data() {
         assert!(inodes > 0 && inodes_used > 0, "inodes {inodes_used}/{inodes}");
 
         node_publish(&env, &p, &staging, &target, false).await; // idempotent
-                                                                // SINGLE_NODE_SINGLE_WRITER: a second target is refused while the first is published.
+                                                                // A retry answers OK only for this volume's mount: something else at the target is refused.
+        let foreign = env.work.join("pods/d/pvc-ext4");
+        std::fs::create_dir_all(&foreign).expect("mkdir");
+        run_ok("mount", &["-t", "tmpfs", "tmpfs", &foreign.display().to_string()]);
+        let (code, msg) =
+            code_of(env.node.clone().node_publish_volume(publish_req(&p, &staging, &foreign, false)).await);
+        run_ok("umount", &[&foreign.display().to_string()]);
+        assert_eq!(code, Code::AlreadyExists, "{msg}");
+        assert!(msg.contains("not of volume pvc-ext4"), "{msg}");
+        // SINGLE_NODE_SINGLE_WRITER: a second target is refused while the first is published.
         let mut single = publish_req(&p, &staging, &env.work.join("pods/c/pvc-ext4"), false);
         single.volume_capability = Some(mount_cap(Mode::SingleNodeSingleWriter, "ext4"));
         let (code, msg) = code_of(env.node.clone().node_publish_volume(single).await);
@@ -420,6 +435,17 @@ async fn block_volume_is_bind_mounted_onto_a_file() {
         assert_eq!(total, 32 * MIB, "block stats report the device size");
         // The guest can write to the raw device.
         std::fs::OpenOptions::new().write(true).open(&target).expect("open device for writing");
+        node_publish(&env, &p, &staging, &target, false).await; // idempotent
+
+        // Another device bound at a target is not this volume, whatever the retry says.
+        let foreign = env.work.join("pods/b/volumeDevices/pvc-blk");
+        std::fs::create_dir_all(foreign.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&foreign, b"").expect("target file");
+        run_ok("mount", &["--bind", "/dev/null", &foreign.display().to_string()]);
+        let (code, msg) =
+            code_of(env.node.clone().node_publish_volume(publish_req(&p, &staging, &foreign, false)).await);
+        run_ok("umount", &[&foreign.display().to_string()]);
+        assert_eq!(code, Code::AlreadyExists, "{msg}");
 
         node_unpublish(&env, &p.id, &target).await.expect("NodeUnpublish");
         assert!(!target.exists(), "target file removed");

@@ -1,6 +1,9 @@
 //! NodePublishVolume / NodeUnpublishVolume: bind mounts from the staging path
 //! (filesystems, NFS) or of the device file (block), read-only when asked.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
 use csi_proto::csi::v1 as csi;
 use tokio::time::Instant;
 
@@ -8,7 +11,7 @@ use super::{checked_path, NodeService};
 use crate::capabilities::shape_of;
 use crate::controller::publish_context as ctx;
 use crate::error::{Error, Result};
-use crate::mount::{ensure_dir, ensure_file, remove_target, MountError, Mounter};
+use crate::mount::{ensure_dir, ensure_file, remove_target, MountError, MountInfo, Mounter};
 use crate::names;
 
 impl NodeService {
@@ -32,6 +35,7 @@ impl NodeService {
                     target.display()
                 )));
             }
+            self.verify_published_here(&id, &req.publish_context, &staging, &target, &m, shape.block).await?;
             return Ok(csi::NodePublishVolumeResponse {});
         }
         if shape.single_writer {
@@ -62,14 +66,42 @@ impl NodeService {
         Ok(csi::NodePublishVolumeResponse {})
     }
 
-    /// SINGLE_NODE_SINGLE_WRITER: the volume may be published at one target only.
-    fn refuse_second_writer(
+    /// A mount already at the target answers a retry only if it is this volume: the
+    /// staging mount for filesystems, the volume's device node for block.
+    async fn verify_published_here(
         &self,
         id: &str,
-        staging: &std::path::Path,
-        target: &std::path::Path,
+        publish_context: &std::collections::HashMap<String, String>,
+        staging: &Path,
+        target: &Path,
+        existing: &MountInfo,
         block: bool,
     ) -> Result<()> {
+        let same = if block {
+            let by_id = publish_context
+                .get(ctx::BY_ID)
+                .ok_or_else(|| Error::InvalidArgument("publish context lacks the device name".into()))?;
+            let device = self.find_device(by_id, Instant::now()).await?;
+            let rdev = |p: &Path| std::fs::metadata(p).map(|m| m.rdev()).ok();
+            rdev(target).is_some() && rdev(target) == rdev(&device)
+        } else {
+            self.mounter
+                .mount_at(staging)?
+                .is_some_and(|s| s.major_minor == existing.major_minor && s.root == existing.root)
+        };
+        if same {
+            return Ok(());
+        }
+        Err(Error::AlreadyExists(format!(
+            "{} is already a mount of {} ({}), not of volume {id}",
+            target.display(),
+            existing.source,
+            existing.root
+        )))
+    }
+
+    /// SINGLE_NODE_SINGLE_WRITER: the volume may be published at one target only.
+    fn refuse_second_writer(&self, id: &str, staging: &Path, target: &Path, block: bool) -> Result<()> {
         let mounts = self.mounter.mounts()?;
         let others: Vec<String> = if block {
             // A published block volume is a bind of the device node onto a file.
