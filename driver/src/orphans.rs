@@ -2,12 +2,10 @@
 //! whether anything still uses them. For cleaning up after a guest cluster is
 //! deleted (harvester#3272, #7765) — it reports, it never deletes.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::host::{str_at, Host};
+use crate::host::Host;
 use crate::names::{self, keys};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -32,21 +30,9 @@ pub async fn report(host: &Host, cluster_id: Option<&str>, guest: Option<&kube::
         selector.push_str(&format!(",{}={}", keys::GUEST_CLUSTER, names::label_value(id)));
     }
     let pvcs = host.list_pvcs(&selector).await?;
-    let (vms, vmis) = tokio::try_join!(host.list_vms(), host.list_vmis())?;
-    let mut attached: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for obj in vms.iter().chain(vmis.iter()) {
-        let vm = str_at(obj, "/metadata/name").to_string();
-        let lists = [obj.pointer("/spec/template/spec/volumes"), obj.pointer("/spec/volumes")];
-        for v in lists.into_iter().flatten().filter_map(|v| v.as_array()).flatten() {
-            let claim = str_at(v, "/persistentVolumeClaim/claimName");
-            if !claim.is_empty() {
-                let e = attached.entry(claim.to_string()).or_default();
-                if !e.contains(&vm) {
-                    e.push(vm.clone());
-                }
-            }
-        }
-    }
+    // Everything that may hold a volume counts, pending hotplugs and unplugs included:
+    // the report must never call an attached volume an orphan.
+    let attached = host.vms_by_volume().await?;
     let mut out = Vec::new();
     for pvc in pvcs {
         let name = pvc.metadata.name.clone().unwrap_or_default();

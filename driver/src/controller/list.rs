@@ -7,7 +7,6 @@ use super::ControllerService;
 use crate::capabilities::shape_of;
 use crate::error::{Error, Result};
 use crate::host::pvc::pvc_capacity;
-use crate::host::str_at;
 use crate::names::{self, keys};
 
 /// Splits a sorted list into one page; the token is the index of the next entry.
@@ -28,21 +27,6 @@ pub(super) fn paginate<T>(items: Vec<T>, token: &str, max: i32) -> Result<(Vec<T
 
 impl ControllerService {
     /// Which VMs have each volume (any phase), by volume id.
-    async fn published_nodes(&self) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
-        let mut map: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for vmi in self.host.list_vmis().await? {
-            let vm = str_at(&vmi, "/metadata/name").to_string();
-            for s in vmi.pointer("/status/volumeStatus").and_then(|v| v.as_array()).into_iter().flatten() {
-                if s.get("hotplugVolume").is_some() {
-                    let claim = str_at(s, "/persistentVolumeClaimInfo/claimName");
-                    let name = if claim.is_empty() { str_at(s, "/name") } else { claim };
-                    map.entry(name.to_string()).or_default().push(vm.clone());
-                }
-            }
-        }
-        Ok(map)
-    }
-
     pub(super) async fn list_volumes_impl(&self, req: csi::ListVolumesRequest) -> Result<csi::ListVolumesResponse> {
         if req.max_entries < 0 {
             return Err(Error::InvalidArgument("max_entries must not be negative".into()));
@@ -54,7 +38,7 @@ impl ControllerService {
         let mut pvcs = self.host.list_pvcs(&selector).await?;
         pvcs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let (page, next_token) = paginate(pvcs, &req.starting_token, req.max_entries)?;
-        let published = self.published_nodes().await?;
+        let published = self.host.vms_by_volume().await?;
         let entries = page
             .into_iter()
             .map(|pvc| {

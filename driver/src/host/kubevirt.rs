@@ -2,6 +2,8 @@
 //! legacy subresource form or as a declarative VM patch, and confirmation by
 //! watching the VMI (no fixed sleeps).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -124,6 +126,51 @@ pub fn attachment_in(vm_name: &str, vm: Option<&Value>, vmi: Option<&Value>, vol
     }
 }
 
+/// The host PVC a VM/VMI volume entry names: its claim, else its own name.
+fn claim_of(v: &Value) -> &str {
+    let claim = str_at(v, "/persistentVolumeClaim/claimName");
+    let claim = if claim.is_empty() { str_at(v, "/persistentVolumeClaimInfo/claimName") } else { claim };
+    if claim.is_empty() {
+        str_at(v, "/name")
+    } else {
+        claim
+    }
+}
+
+/// Attachments keyed by host PVC, counting everything that may hold the volume: the VM
+/// template, pending legacy requests, the VMI spec and the VMI's volume status.
+pub fn attachments_by_volume(vms: &[Value], vmis: &[Value]) -> BTreeMap<String, Vec<Attachment>> {
+    let name_of = |v: &Value| str_at(v, "/metadata/name").to_string();
+    let names: BTreeSet<String> = vms.iter().chain(vmis.iter()).map(name_of).collect();
+    let mut map: BTreeMap<String, Vec<Attachment>> = BTreeMap::new();
+    for name in names {
+        let vm = vms.iter().find(|v| name_of(v) == name);
+        let vmi = vmis.iter().find(|v| name_of(v) == name);
+        let mut volumes: BTreeSet<&str> = BTreeSet::new();
+        if let Some(vm) = vm {
+            volumes.extend(volumes_at(vm, "/spec/template/spec/volumes").into_iter().map(claim_of));
+            for r in volumes_at(vm, "/status/volumeRequests") {
+                volumes.extend(
+                    [str_at(r, "/addVolumeOptions/name"), str_at(r, "/removeVolumeOptions/name")]
+                        .into_iter()
+                        .filter(|n| !n.is_empty()),
+                );
+            }
+        }
+        if let Some(vmi) = vmi {
+            volumes.extend(volumes_at(vmi, "/spec/volumes").into_iter().map(claim_of));
+            volumes.extend(volumes_at(vmi, "/status/volumeStatus").into_iter().map(claim_of));
+        }
+        for volume in volumes.into_iter().filter(|v| !v.is_empty()) {
+            let a = attachment_in(&name, vm, vmi, volume);
+            if a.is_present() {
+                map.entry(volume.to_string()).or_default().push(a);
+            }
+        }
+    }
+    map
+}
+
 fn data(obj: &DynamicObject) -> Value {
     let mut v = obj.data.clone();
     if let Some(m) = v.as_object_mut() {
@@ -159,20 +206,20 @@ impl Host {
 
     /// Every VM of this namespace that lists the volume anywhere (spec, pending request, VMI, volumeStatus).
     pub async fn attachments(&self, volume: &str) -> Result<Vec<Attachment>> {
+        Ok(self.attachment_map().await?.remove(volume).unwrap_or_default())
+    }
+
+    /// Every volume in, or on its way into or out of, any VM, from one listing of
+    /// VMs and VMIs: ControllerPublish, ListVolumes and the orphan report share it.
+    pub async fn attachment_map(&self) -> Result<BTreeMap<String, Vec<Attachment>>> {
         let (vms, vmis) = tokio::try_join!(self.list_vms(), self.list_vmis())?;
-        let name_of = |v: &Value| str_at(v, "/metadata/name").to_string();
-        let mut names: Vec<String> = vms.iter().map(name_of).chain(vmis.iter().map(name_of)).collect();
-        names.sort();
-        names.dedup();
-        Ok(names
-            .into_iter()
-            .map(|n| {
-                let vm = vms.iter().find(|v| name_of(v) == n);
-                let vmi = vmis.iter().find(|v| name_of(v) == n);
-                attachment_in(&n, vm, vmi, volume)
-            })
-            .filter(Attachment::is_present)
-            .collect())
+        Ok(attachments_by_volume(&vms, &vmis))
+    }
+
+    /// The VMs holding each volume (see [`Host::attachment_map`]).
+    pub async fn vms_by_volume(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let map = self.attachment_map().await?;
+        Ok(map.into_iter().map(|(volume, list)| (volume, list.into_iter().map(|a| a.vm).collect())).collect())
     }
 
     async fn subresource(&self, kind: &str, name: &str, action: &str, body: Value) -> Result<()> {
@@ -370,5 +417,34 @@ mod tests {
         assert_eq!(b.by_id_name("pvc-b"), "scsi-0QEMU_QEMU_HARDDISK_drive-ua-pvc-b");
 
         assert!(!attachment_in("vm", Some(&vm), Some(&vmi), "pvc-z").is_present());
+    }
+
+    #[test]
+    fn the_attachment_map_counts_every_way_a_vm_may_hold_a_volume() {
+        let named = |name: &str, mut v: Value| {
+            v["metadata"] = json!({"name": name});
+            v
+        };
+        // vm-1: in the template under a disk name that differs from the claim.
+        let vm1 = named(
+            "vm-1",
+            vm_with(json!([{"name": "disk-0", "persistentVolumeClaim": {"claimName": "pvc-a"}}]), json!([])),
+        );
+        // vm-2: a legacy hotplug request not yet in any spec.
+        let vm2 = named("vm-2", vm_with(json!([]), json!([{"addVolumeOptions": {"name": "pvc-b"}}])));
+        // vm-3: gone from both specs, its VMI still unplugging the disk.
+        let vm3 = named("vm-3", vm_with(json!([]), json!([])));
+        let vmi3 = json!({"metadata": {"name": "vm-3"}, "spec": {"volumes": []}, "status": {"volumeStatus": [
+            {"name": "pvc-c", "phase": "Detaching", "hotplugVolume": {}, "persistentVolumeClaimInfo": {"claimName": "pvc-c"}}]}});
+        // vm-4: only a VMI (no VM object), the volume in its spec.
+        let vmi4 = json!({"metadata": {"name": "vm-4"}, "spec": {"volumes": [{"name": "pvc-a", "persistentVolumeClaim": {"claimName": "pvc-a"}}]}});
+
+        let map = attachments_by_volume(&[vm1, vm2, vm3], &[vmi3, vmi4]);
+        let vms = |volume: &str| map.get(volume).map(|l| l.iter().map(|a| a.vm.as_str()).collect::<Vec<_>>());
+        assert_eq!(vms("pvc-a"), Some(vec!["vm-1", "vm-4"]));
+        assert_eq!(vms("pvc-b"), Some(vec!["vm-2"]));
+        assert_eq!(vms("pvc-c"), Some(vec!["vm-3"]));
+        assert_eq!(vms("disk-0"), None, "keyed by claim, not disk name");
+        assert_eq!(map.len(), 3, "{:?}", map.keys().collect::<Vec<_>>());
     }
 }
