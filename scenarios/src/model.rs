@@ -223,6 +223,10 @@ pub struct Expect {
     /// PVC capacity at least this size.
     #[serde(default, rename = "capacityAtLeast")]
     pub capacity_at_least: Option<String>,
+    /// A ready snapshot's CSI handle starts with this (`backup:` for remote backups),
+    /// and the host object it names exists.
+    #[serde(default, rename = "handlePrefix")]
+    pub handle_prefix: Option<String>,
     #[serde(default = "default_within", deserialize_with = "duration")]
     pub within: Duration,
 }

@@ -182,11 +182,19 @@ async fn expect<C: Cluster>(c: &C, e: &model::Expect) -> Result<()> {
     }
     if let Some(snap) = &e.snapshot {
         let api = crate::components::snapshotter::snapshots(env, &e.namespace);
-        return eventually(e.within, &format!("snapshot {snap}"), || async {
+        eventually(e.within, &format!("snapshot {snap}"), || async {
             let s = api.get(snap).await.map_err(|x| fail(x.to_string()))?;
             Ok(if s.data.pointer("/status/readyToUse") == Some(&json!(true)) { None } else { Some("not ready".into()) })
         })
-        .await;
+        .await?;
+        if let Some(prefix) = &e.handle_prefix {
+            let handle = crate::components::snapshotter::handle_of(env, &e.namespace, snap).await.map_err(fail)?;
+            if !handle.starts_with(prefix.as_str()) {
+                return Err(fail(format!("snapshot {snap} has handle {handle:?}, not one starting with {prefix:?}")));
+            }
+            host_object_of_handle(env, &handle).await?;
+        }
+        return Ok(());
     }
     Err(fail("expect needs pvc, pod or snapshot"))
 }
@@ -569,5 +577,26 @@ pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// The host object a snapshot handle names must exist: a VolumeRemoteBackup for
+/// `backup:<namespace>/<name>`, a host VolumeSnapshot otherwise.
+async fn host_object_of_handle(env: &crate::env::Env, handle: &str) -> Result<()> {
+    let (group, version, kind, plural, namespace, name) = match handle.strip_prefix("backup:") {
+        Some(rest) => {
+            let (ns, name) = rest.split_once('/').ok_or_else(|| fail(format!("malformed backup handle {handle:?}")))?;
+            ("harvesterhci.io", "v1beta1", "VolumeRemoteBackup", "volumeremotebackups", ns.to_string(), name)
+        }
+        None => {
+            ("snapshot.storage.k8s.io", "v1", "VolumeSnapshot", "volumesnapshots", env.host_namespace.clone(), handle)
+        }
+    };
+    let ar = ApiResource::from_gvk_with_plural(&kube::core::GroupVersionKind::gvk(group, version, kind), plural);
+    let api: Api<DynamicObject> = Api::namespaced_with(env.host.clone(), &namespace, &ar);
+    match api.get_opt(name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(fail(format!("snapshot handle {handle:?} names no host {kind} {namespace}/{name}"))),
+        Err(x) => Err(fail(format!("reading host {kind} {namespace}/{name}: {x}"))),
     }
 }
