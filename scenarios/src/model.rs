@@ -319,6 +319,14 @@ pub struct Delete {
     pub snapshot: Option<String>,
     #[serde(default = "default_ns")]
     pub namespace: String,
+    /// For pods: wait until the pod is gone (unpublished, unstaged), as `kubectl delete`
+    /// does. `false` moves on while it terminates, as a Deployment's replacement does.
+    #[serde(default = "yes")]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -371,6 +371,9 @@ async fn delete<C: Cluster>(c: &C, d: &model::Delete) -> Result<()> {
     if let Some(pod) = &d.pod {
         let api: Api<Pod> = Api::namespaced(env.guest.clone(), &d.namespace);
         api.delete(pod, &DeleteParams::default()).await.map_err(|e| fail(format!("deleting pod {pod}: {e}")))?;
+        if !d.wait {
+            return Ok(());
+        }
         // As `kubectl delete` waits: the kubelet unpublishes and unstages first.
         return eventually(Duration::from_secs(90), &format!("pod {pod} to go"), || async {
             Ok(api.get_opt(pod).await.map_err(|e| fail(e.to_string()))?.map(|_| "still terminating".to_string()))

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::ControllerService;
 use crate::capabilities::shape_of;
 use crate::error::{Error, Result};
-use crate::host::kubevirt::DiskSpec;
+use crate::host::kubevirt::{Attachment, DiskSpec};
 use crate::host::Feature;
 use crate::names;
 
@@ -44,6 +44,12 @@ impl ControllerService {
             .ok_or_else(|| Error::InvalidArgument("volume capability is required".into()))?;
         let shape = shape_of(cap)?;
         let (id, vm) = (req.volume_id.clone(), req.node_id.clone());
+        // A publish bound to be refused must not take the volume's guard: the detach it waits
+        // for would be ABORTED, and with both retried in step (one attacher, same backoff) the
+        // detach could lose every time. Checked again under the guard below.
+        if !shape.shared {
+            self.refuse_if_attached_elsewhere(&id, &vm, &self.host.attachments(&id).await?)?;
+        }
         let _guard = self.locks.try_lock(&id)?;
         tracing::info!(volume = %id, node = %vm, readonly = req.readonly, "ControllerPublishVolume");
 
@@ -68,22 +74,7 @@ impl ControllerService {
         }
 
         let attachments = self.host.attachments(&id).await?;
-        if let Some(other) = attachments.iter().find(|a| a.vm != vm) {
-            return Err(Error::FailedPrecondition(format!(
-                "volume {id} is attached to VM {} (phase {}); detach it there first",
-                other.vm,
-                if other.phase().is_empty() { "requested" } else { other.phase() }
-            )));
-        }
-        if let Some(guest) = &self.guest {
-            let elsewhere = guest.attached_elsewhere(&id, &vm);
-            if !elsewhere.is_empty() {
-                return Err(Error::FailedPrecondition(format!(
-                    "volume {id} is still attached in the guest cluster to node(s) {}",
-                    elsewhere.join(", ")
-                )));
-            }
-        }
+        self.refuse_if_attached_elsewhere(&id, &vm, &attachments)?;
         let here = attachments.into_iter().find(|a| a.vm == vm);
         if let Some(a) = &here {
             if a.disk.is_some() && a.readonly() != req.readonly {
@@ -132,6 +123,28 @@ impl ControllerService {
                 (publish_context::SHARED.to_string(), "false".to_string()),
             ]),
         })
+    }
+
+    /// RWO: FAILED_PRECONDITION while any other VM holds the volume, on the host or (with
+    /// guest access) according to the guest's VolumeAttachments.
+    fn refuse_if_attached_elsewhere(&self, id: &str, vm: &str, attachments: &[Attachment]) -> Result<()> {
+        if let Some(other) = attachments.iter().find(|a| a.vm != vm) {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is attached to VM {} (phase {}); detach it there first",
+                other.vm,
+                if other.phase().is_empty() { "requested" } else { other.phase() }
+            )));
+        }
+        if let Some(guest) = &self.guest {
+            let elsewhere = guest.attached_elsewhere(id, vm);
+            if !elsewhere.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {id} is still attached in the guest cluster to node(s) {}",
+                    elsewhere.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn publish_shared(
