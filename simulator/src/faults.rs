@@ -112,8 +112,12 @@ fn reason_for(code: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "NotFound",
+        405 => "MethodNotAllowed",
+        406 => "NotAcceptable",
         409 => "Conflict",
         410 => "Expired",
+        413 => "RequestEntityTooLarge",
+        415 => "UnsupportedMediaType",
         422 => "Invalid",
         429 => "TooManyRequests",
         503 => "ServiceUnavailable",
@@ -210,6 +214,18 @@ mod tests {
             "subresources.kubevirt.io",
             "virtualmachines/addvolume"
         ));
+    }
+
+    #[test]
+    fn injected_errors_carry_the_reason_the_server_itself_uses() {
+        for (code, reason) in [
+            (405, "MethodNotAllowed"),
+            (406, "NotAcceptable"),
+            (413, "RequestEntityTooLarge"),
+            (415, "UnsupportedMediaType"),
+        ] {
+            assert_eq!(reason_for(code), reason, "{code}");
+        }
     }
 
     #[test]
