@@ -43,6 +43,19 @@ async fn v1_5_rwo_volume_lifecycle() {
         // Same name, different size.
         let (code, msg) = code_of(env.create(create_req(id, 64 * MIB, rwo_block(), OWNERSHIP_PARAMS)).await);
         assert_eq!(code, Code::AlreadyExists, "{msg}");
+        assert!(msg.contains("size"), "{msg}");
+        // Same name, same size, another host class or access: each difference is named.
+        let mut on_replica2 = OWNERSHIP_PARAMS.to_vec();
+        on_replica2.push(("hostStorageClass", "replica-2"));
+        let (code, msg) = code_of(env.create(create_req(id, 12 * MIB, rwo_block(), &on_replica2)).await);
+        assert_eq!(code, Code::AlreadyExists, "{msg}");
+        assert!(msg.contains("storage class"), "{msg}");
+        let rwx = mount_cap(Mode::MultiNodeMultiWriter, "");
+        let (code, msg) = code_of(env.create(create_req(id, 12 * MIB, rwx, OWNERSHIP_PARAMS)).await);
+        // An RWX request wants a Filesystem-mode host volume behind a share-manager.
+        assert_eq!(code, Code::AlreadyExists, "{msg}");
+        assert!(msg.contains("volume mode"), "{msg}");
+        assert!(env.host_pvc(id).await.is_some(), "refused requests leave the volume alone");
 
         // Parameters.
         let (code, msg) = code_of(env.create(create_req("pvc-bad", 16 * MIB, rwo_block(), &[("replicas", "3")])).await);
