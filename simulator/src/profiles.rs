@@ -102,6 +102,18 @@ pub const PROFILES: &[Profile] = &[
 #[error("unknown Harvester profile {0:?}; known profiles: {known}", known = known_names())]
 pub struct UnknownProfile(pub String);
 
+impl Profile {
+    /// The virt-launcher image of this release's KubeVirt (launcher and hotplug pods).
+    pub fn virt_launcher_image(&self) -> String {
+        format!("registry.suse.com/suse/sles/15.6/virt-launcher:{}", self.kubevirt_version.trim_start_matches('v'))
+    }
+
+    /// The share-manager image of this release's Longhorn.
+    pub fn share_manager_image(&self) -> String {
+        format!("longhornio/longhorn-share-manager:{}", self.longhorn_version)
+    }
+}
+
 pub fn known_names() -> String {
     PROFILES.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
 }
@@ -254,6 +266,14 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_follow_the_release() {
+        let v15 = lookup("v1.5").unwrap();
+        assert_eq!(v15.virt_launcher_image(), "registry.suse.com/suse/sles/15.6/virt-launcher:1.4.1");
+        assert_eq!(v15.share_manager_image(), "longhornio/longhorn-share-manager:v1.8.2");
+        assert_eq!(lookup("v1.8").unwrap().share_manager_image(), "longhornio/longhorn-share-manager:v1.11.2");
+    }
 
     #[test]
     fn unknown_profile_lists_known_ones() {

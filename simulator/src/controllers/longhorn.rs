@@ -317,7 +317,7 @@ async fn provision(ctx: &Arc<Ctx>, pvc: &Value) -> Result<Requeue, String> {
                     &sm_rt,
                     LONGHORN_NS,
                     json!({"apiVersion": "longhorn.io/v1beta2", "kind": "ShareManager", "metadata": {"name": pv_name, "namespace": LONGHORN_NS},
-                           "spec": {"image": "longhornio/longhorn-share-manager:v1.8.2"}, "status": {"state": "stopped", "endpoint": "", "ownerID": ""}}),
+                           "spec": {"image": ctx.profile.share_manager_image()}, "status": {"state": "stopped", "endpoint": "", "ownerID": ""}}),
                 )
                 .map_err(err)?;
             let svc_rt = ctx.rt("", "services").map_err(err)?;

@@ -173,7 +173,7 @@ fn create_attachment_pod(ctx: &Ctx, vmi: &Value, vol: &str, claim: &str) -> Resu
         },
         "spec": {
             "nodeName": meta::str_at(vmi, "/status/nodeName"),
-            "containers": [{"name": "hotplug-disk", "image": "registry.suse.com/suse/sles/15.6/virt-launcher:1.4.1"}],
+            "containers": [{"name": "hotplug-disk", "image": ctx.profile.virt_launcher_image()}],
             "volumes": [{"name": vol, "persistentVolumeClaim": {"claimName": claim}}],
         },
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},

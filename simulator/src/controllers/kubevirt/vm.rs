@@ -313,7 +313,7 @@ async fn start_vmi(ctx: &Arc<Ctx>, vm: &Value) -> Result<(), String> {
             "labels": {"kubevirt.io": "virt-launcher", "kubevirt.io/created-by": meta::uid(&created), "vm.kubevirt.io/name": name},
             "ownerReferences": [meta::owner_reference(&created, true)],
         },
-        "spec": {"nodeName": node, "containers": [{"name": "compute", "image": "registry.suse.com/suse/sles/15.6/virt-launcher:1.4.1"}]},
+        "spec": {"nodeName": node, "containers": [{"name": "compute", "image": ctx.profile.virt_launcher_image()}]},
         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
     });
     ctx.api.ensure(&pod_rt, ns, launcher).map_err(|e| e.to_string())?;
