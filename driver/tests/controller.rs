@@ -260,7 +260,7 @@ async fn v1_5_second_operation_on_a_volume_is_aborted() {
         assert!(msg.contains(id), "{msg}");
         assert!(started.elapsed() < Duration::from_millis(1500), "answered within the deadline");
 
-        let publishing = {
+        let spawn_publish = || {
             let mut c = env.controller.clone();
             tokio::spawn(async move {
                 c.controller_publish_volume(csi::ControllerPublishVolumeRequest {
@@ -272,23 +272,35 @@ async fn v1_5_second_operation_on_a_volume_is_aborted() {
                 .await
             })
         };
+        let mut publishing = spawn_publish();
         eventually("the hotplug to hang in AttachedToNode", || async {
             (env.vmi_phase("guest-1", id).await == "AttachedToNode").then_some(())
         })
         .await;
-        assert!(!publishing.is_finished(), "publish waits for the disk");
 
-        // The spawned publish may not have reached the driver yet; until it
-        // has, delete rightly answers FailedPrecondition (the first publish's
-        // disk is in the VM). Once it holds the volume, delete is Aborted.
-        eventually("delete to meet the publish in flight", || async {
+        // Until the spawned publish holds the volume, delete rightly answers FailedPrecondition
+        // (the first publish's disk is in the VM); once it does, delete is Aborted. If a delete
+        // held the guard at the moment the publish arrived, the publish was the one Aborted:
+        // start it again.
+        let mut met = false;
+        for _ in 0..200 {
             match code_of(env.delete(id).await) {
-                (Code::Aborted, _) => Some(()),
-                (Code::FailedPrecondition, _) => None,
+                (Code::Aborted, _) => {
+                    met = true;
+                    break;
+                }
+                (Code::FailedPrecondition, _) => {}
                 (code, msg) => panic!("delete during publish: {code:?} {msg}"),
             }
-        })
-        .await;
+            if publishing.is_finished() {
+                let (code, msg) = code_of(publishing.await.expect("publish task"));
+                assert_eq!(code, Code::Aborted, "a publish that met a delete: {msg}");
+                publishing = spawn_publish();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(met, "delete never met the publish in flight");
+        assert!(!publishing.is_finished(), "publish waits for the disk");
         let (code, msg) = code_of(env.unpublish(id, "guest-1").await);
         assert_eq!(code, Code::Aborted, "{msg}");
         assert!(env.host_pvc(id).await.is_some());

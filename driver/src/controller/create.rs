@@ -220,12 +220,10 @@ impl ControllerService {
         match &r.source {
             None | Some(Source::Backup { .. }) => {}
             Some(Source::Snapshot(name)) => {
-                if !self.host.ensure_feature(Feature::Snapshots).await {
-                    return Err(Error::FailedPrecondition(format!(
-                        "snapshots are off on this host: {}",
-                        self.host.features.report().reason(Feature::Snapshots)
-                    )));
-                }
+                self.host
+                    .require(Feature::Snapshots, "restoring a snapshot needs Harvester ≥ v1.7")
+                    .await
+                    .map_err(Error::FailedPrecondition)?;
                 let snap = self
                     .host
                     .get_snapshot(name)
@@ -353,11 +351,9 @@ impl ControllerService {
         let _guard = self.locks.try_lock(&r.name)?;
         tracing::info!(volume = %r.name, size = r.size, shared = r.shape.shared, block = r.shape.block, "CreateVolume");
 
-        if r.shape.shared && !self.host.ensure_feature(Feature::Rwx).await {
-            return Err(Error::InvalidArgument(format!(
-                "RWX volumes need Harvester ≥ v1.4 with NetworkFilesystem access for the guest credentials ({})",
-                self.host.features.report().reason(Feature::Rwx)
-            )));
+        if r.shape.shared {
+            let needs = "RWX volumes need Harvester ≥ v1.4 with NetworkFilesystem access for the guest credentials";
+            self.host.require(Feature::Rwx, needs).await.map_err(Error::InvalidArgument)?;
         }
         let (class, provisioner) = self.resolve_class(&r).await?;
         if r.shape.shared {
@@ -472,12 +468,10 @@ impl ControllerService {
         name: &str,
         deadline: Instant,
     ) -> Result<PersistentVolumeClaim> {
-        if !self.host.ensure_feature(Feature::RemoteBackups).await {
-            return Err(Error::FailedPrecondition(format!(
-                "remote backups need Harvester ≥ v1.8 ({})",
-                self.host.features.report().reason(Feature::RemoteBackups)
-            )));
-        }
+        self.host
+            .require(Feature::RemoteBackups, "restoring a remote backup needs Harvester ≥ v1.8")
+            .await
+            .map_err(Error::FailedPrecondition)?;
         let backup = self
             .host
             .get_backup(namespace, name)

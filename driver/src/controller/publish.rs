@@ -152,12 +152,10 @@ impl ControllerService {
         pvc: &PersistentVolumeClaim,
         deadline: Instant,
     ) -> Result<csi::ControllerPublishVolumeResponse> {
-        if !self.host.ensure_feature(Feature::Rwx).await {
-            return Err(Error::FailedPrecondition(format!(
-                "RWX is off on this host: {}",
-                self.host.features.report().reason(Feature::Rwx)
-            )));
-        }
+        self.host
+            .require(Feature::Rwx, "publishing an RWX volume needs Harvester ≥ v1.4")
+            .await
+            .map_err(Error::FailedPrecondition)?;
         let pv = host_pv(pvc);
         if pv.is_empty() {
             return Err(Error::Unavailable(format!(

@@ -106,12 +106,10 @@ impl ControllerService {
             .ok_or_else(|| Error::NotFound(format!("source volume {} not found", req.source_volume_id)))?;
         let snapshot = match kind {
             "snapshot" => {
-                if !self.host.ensure_feature(Feature::Snapshots).await {
-                    return Err(Error::FailedPrecondition(format!(
-                        "snapshots need Harvester ≥ v1.7 ({})",
-                        self.host.features.report().reason(Feature::Snapshots)
-                    )));
-                }
+                self.host
+                    .require(Feature::Snapshots, "snapshots need Harvester ≥ v1.7")
+                    .await
+                    .map_err(Error::FailedPrecondition)?;
                 let vs = match self.host.get_snapshot(&req.name).await? {
                     Some(vs) => vs,
                     None => {
@@ -157,12 +155,10 @@ impl ControllerService {
                 s
             }
             "backup" => {
-                if !self.host.ensure_feature(Feature::RemoteBackups).await {
-                    return Err(Error::FailedPrecondition(format!(
-                        "remote backups need Harvester ≥ v1.8 ({})",
-                        self.host.features.report().reason(Feature::RemoteBackups)
-                    )));
-                }
+                self.host
+                    .require(Feature::RemoteBackups, "remote backups need Harvester ≥ v1.8")
+                    .await
+                    .map_err(Error::FailedPrecondition)?;
                 let vrb = match self.host.get_backup(&self.host.namespace, &req.name).await? {
                     Some(b) => b,
                     None => {

@@ -327,6 +327,16 @@ impl Host {
         self.features.enabled(f)
     }
 
+    /// `Ok` when `f` is on (re-probing first when it is off); else `needs` with the reason it
+    /// is off, for the caller to wrap in the error code its RPC documents.
+    pub async fn require(&self, f: Feature, needs: &str) -> std::result::Result<(), String> {
+        if self.ensure_feature(f).await {
+            Ok(())
+        } else {
+            Err(format!("{needs} ({})", self.features.report().reason(f)))
+        }
+    }
+
     /// Re-probes after denials, coalescing bursts, and after probes that met host failures.
     pub async fn run_reprobe_loop(self, shutdown: CancellationToken) {
         let mut unsettled_delay = UNSETTLED_FIRST_DELAY;
