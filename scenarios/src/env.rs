@@ -59,12 +59,31 @@ pub struct Env {
     pub checksums: Mutex<HashMap<String, String>>,
     pub started: Instant,
     pub timeline: Mutex<Vec<Phase>>,
+    /// Calls under way, as `phase` → subjects (`volume@node`), for steps that act mid-call.
+    pub in_flight: Mutex<Vec<(String, String)>>,
     /// Volumes seen in two VMs at once (recorded by the double-attach watcher).
     pub double_attached: Mutex<Vec<String>>,
 }
 
 impl Env {
+    /// Marks a call as under way until [`Env::record`] closes it.
+    pub fn begin(&self, name: &str, subject: &str) {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).push((name.into(), subject.into()));
+    }
+
+    /// Whether a `name` call whose subject ends with `@<node>` is under way.
+    pub fn is_in_flight(&self, name: &str, node: &str) -> bool {
+        let suffix = format!("@{node}");
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|(n, s)| n == name && s.ends_with(&suffix))
+    }
+
     pub fn record(&self, name: &str, subject: &str, started: Instant, ok: bool) {
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = in_flight.iter().position(|(n, s)| n == name && s == subject) {
+                in_flight.remove(i);
+            }
+        }
         let phase = Phase {
             name: name.into(),
             subject: subject.into(),

@@ -254,6 +254,10 @@ pub struct ExpectHost {
     pub vmi: Option<String>,
     #[serde(default)]
     pub hotplugged: Option<Vec<String>>,
+    /// With `hotplugged`: every listed volume's VMI phase must be this one (e.g.
+    /// `AttachedToNode`, to act while a hotplug is still under way).
+    #[serde(default, rename = "hotplugPhase")]
+    pub hotplug_phase: Option<String>,
     /// The NetworkFilesystem of a guest RWX PVC must be in this state (`Enabled`, `Disabled`, `absent`).
     #[serde(default, rename = "exportOf")]
     pub export_of: Option<String>,
@@ -374,6 +378,30 @@ pub struct Fault {
     pub kill_and_restart: Option<String>,
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InFlight {
+    /// The kubelet call: `stage`.
+    pub phase: InFlightPhase,
+    pub node: String,
+    #[serde(default = "default_within", deserialize_with = "duration")]
+    pub within: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum InFlightPhase {
+    Stage,
+}
+
+impl std::fmt::Display for InFlightPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InFlightPhase::Stage => "stage",
+        })
+    }
+}
+
 /// Run the driver's orphan report as if the guest cluster were gone.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -405,6 +433,8 @@ pub enum Step {
     /// Assert that no volume is ever attached to two VMs until the end.
     NeverDoubleAttached(bool),
     OrphanReport(OrphanReport),
+    /// Wait until the kubelet has a call of this phase under way on a node, to act mid-call.
+    InFlight(InFlight),
 }
 
 impl Step {
@@ -427,6 +457,7 @@ impl Step {
             Step::Sleep(d) => format!("sleep {d:?}"),
             Step::NeverDoubleAttached(_) => "watch for double attachment".into(),
             Step::OrphanReport(_) => "orphan report".into(),
+            Step::InFlight(f) => format!("wait for {} in flight on {}", f.phase, f.node),
         }
     }
 }

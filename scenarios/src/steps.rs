@@ -296,6 +296,7 @@ async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Result<()> {
         return eventually(e.within, &format!("hot-plugged volumes of {vm}"), || async {
             let vmi = vmis.get(vm).await.map_err(|x| fail(x.to_string()))?;
             let mut have = BTreeSet::new();
+            let mut phases = Vec::new();
             for s in vmi.data.pointer("/status/volumeStatus").and_then(Value::as_array).into_iter().flatten() {
                 if s.get("hotplugVolume").is_none() {
                     continue;
@@ -310,9 +311,18 @@ async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Result<()> {
                     .and_then(|p| p.metadata.annotations)
                     .and_then(|a| a.get("csi.harvesterhci.io/guest-pvc-name").cloned())
                     .unwrap_or_else(|| claim.to_string());
+                let phase = s.get("phase").and_then(Value::as_str).unwrap_or("").to_string();
+                phases.push(format!("{guest_name}: {phase}"));
+                if e.hotplug_phase.as_ref().is_some_and(|want| *want != phase) {
+                    continue;
+                }
                 have.insert(guest_name);
             }
-            Ok(if have == want { None } else { Some(format!("hot-plugged {have:?}, want {want:?}")) })
+            Ok(if have == want {
+                None
+            } else {
+                Some(format!("hot-plugged {have:?}, want {want:?} (phases: {})", phases.join(", ")))
+            })
         })
         .await;
     }
@@ -574,6 +584,13 @@ pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
             Ok(())
         }
         Step::OrphanReport(o) => orphan_report(c, o).await,
+        Step::InFlight(f) => {
+            let (env, phase) = (c.env(), f.phase.to_string());
+            eventually(f.within, &format!("a {phase} call in flight on {}", f.node), || async {
+                Ok((!env.is_in_flight(&phase, &f.node)).then(|| "none under way".to_string()))
+            })
+            .await
+        }
         Step::NeverDoubleAttached(on) => {
             if *on {
                 c.watch_double_attach();

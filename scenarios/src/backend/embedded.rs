@@ -250,6 +250,7 @@ impl Backend for Embedded {
             checksums: Default::default(),
             started: Instant::now(),
             timeline: Default::default(),
+            in_flight: Default::default(),
             double_attached: Mutex::new(Vec::new()),
         });
         register_nodes(&env).await?;

@@ -121,6 +121,7 @@ async fn setup(env: &Env, pod: &Pod) -> Result<(), String> {
         if !staged {
             std::fs::create_dir_all(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
             let started = Instant::now();
+            env.begin("stage", &format!("{pv_name}@{node}"));
             let r = node_client
                 .node_stage_volume(csi::NodeStageVolumeRequest {
                     volume_id: handle.clone(),
