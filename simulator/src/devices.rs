@@ -1260,7 +1260,17 @@ mod tests {
 
         dm.detach("vm1", "vol", "virtio-vol").await.unwrap();
         assert!(std::fs::symlink_metadata(&link).is_err());
-        assert!(dm.loop_devices_of("vol").await.unwrap().is_empty());
+        // A child forked by a concurrent test holds a copy of any open descriptor until its
+        // exec, which defers the kernel's auto-clear by a moment: the device must go, soon.
+        let mut left = dm.loop_devices_of("vol").await.unwrap();
+        for _ in 0..40 {
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            left = dm.loop_devices_of("vol").await.unwrap();
+        }
+        assert!(left.is_empty(), "loop devices still attached: {left:?}");
         dm.detach("vm1", "vol", "virtio-vol").await.unwrap();
 
         dm.delete_backing_file("vol").await.unwrap();
