@@ -73,15 +73,8 @@ async fn handle(ctx: Arc<Ctx>, method: Method, path: String, body: Bytes) -> Api
             Ok(ok(json!(t)))
         }
         ("POST", ["vms", ns, name, action @ ("stop" | "start")]) => {
-            let rt = ctx.rt("kubevirt.io", "virtualmachines")?;
             let strategy = if *action == "stop" { "Halted" } else { "Always" };
-            ctx.api.modify(&rt, ns, name, "", |obj| {
-                if obj.pointer("/spec/runStrategy") == Some(&json!(strategy)) {
-                    return false;
-                }
-                obj["spec"]["runStrategy"] = json!(strategy);
-                true
-            })?;
+            crate::controllers::kubevirt::set_run_strategy(&ctx, ns, name, strategy)?;
             Ok(ok(json!({"vm": format!("{ns}/{name}"), "runStrategy": strategy})))
         }
         ("POST", ["sharemanagers", volume, "move"]) => {

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 pub use hotplug::{reattach_devices, run_hotplug_controller};
-pub use virtapi::VirtApi;
+pub use virtapi::{set_run_strategy, VirtApi};
 pub use vm::run_vm_controller;
 
 use crate::api::meta;

@@ -264,18 +264,7 @@ impl VirtApi {
     }
 
     fn run_strategy(&self, ctx: &Arc<Ctx>, ns: &str, name: &str, strategy: &str) -> ApiResult<Response> {
-        let vm_rt = ctx.rt("kubevirt.io", "virtualmachines")?;
-        ctx.api.get_opt("kubevirt.io", "virtualmachines", ns, name).ok_or_else(|| not_found("virtualmachine", name))?;
-        ctx.api.modify(&vm_rt, ns, name, "", |obj| {
-            if obj.pointer("/spec/runStrategy") == Some(&json!(strategy)) {
-                return false;
-            }
-            obj["spec"]["runStrategy"] = json!(strategy);
-            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.remove("running");
-            }
-            true
-        })?;
+        set_run_strategy(ctx, ns, name, strategy)?;
         Ok(accepted())
     }
 
@@ -327,4 +316,22 @@ impl AggregatedApi for VirtApi {
         let result = self.dispatch(req, method, body);
         Box::pin(async move { result })
     }
+}
+
+/// What virt-api's start/stop do to a VM: set `runStrategy` and drop the legacy `running`
+/// (KubeVirt refuses a VM with both). The admin API's stop/start use it too.
+pub fn set_run_strategy(ctx: &Ctx, ns: &str, name: &str, strategy: &str) -> ApiResult<()> {
+    let vm_rt = ctx.rt("kubevirt.io", "virtualmachines")?;
+    ctx.api.get_opt("kubevirt.io", "virtualmachines", ns, name).ok_or_else(|| not_found("virtualmachine", name))?;
+    ctx.api.modify(&vm_rt, ns, name, "", |obj| {
+        if obj.pointer("/spec/runStrategy") == Some(&json!(strategy)) {
+            return false;
+        }
+        obj["spec"]["runStrategy"] = json!(strategy);
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("running");
+        }
+        true
+    })?;
+    Ok(())
 }
