@@ -86,7 +86,8 @@ pub fn shape_of(cap: &csi::VolumeCapability) -> Result<Shape> {
             Ok(Shape { shared, block: true, fs_type: None, mount_flags: vec![], reader_only, single_writer })
         }
         Some(AccessType::Mount(m)) => {
-            let fs = m.fs_type.trim().to_string();
+            // Any case, as `FsType` parses it: "XFS" in a hand-written class means xfs.
+            let fs = m.fs_type.trim().to_ascii_lowercase();
             if !shared && !fs.is_empty() && !SUPPORTED_FS.contains(&fs.as_str()) {
                 return Err(Error::InvalidArgument(format!(
                     "filesystem {fs:?} is not supported; use one of {}",
@@ -147,6 +148,7 @@ mod tests {
     #[case(Mode::MultiNodeMultiWriter, true, "", Err(tonic::Code::InvalidArgument))]
     #[case(Mode::SingleNodeReaderOnly, false, "xfs", Ok((false, false)))]
     #[case(Mode::SingleNodeWriter, false, "ntfs", Err(tonic::Code::InvalidArgument))]
+    #[case(Mode::SingleNodeWriter, false, "XFS", Ok((false, false)))]
     #[case(Mode::Unknown, false, "", Err(tonic::Code::InvalidArgument))]
     fn shapes(
         #[case] mode: Mode,
@@ -156,6 +158,11 @@ mod tests {
     ) {
         let got = shape_of(&cap(mode, block, fs)).map(|s| (s.shared, s.block)).map_err(|e| e.code());
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_filesystem_is_named_in_lower_case() {
+        assert_eq!(shape_of(&cap(Mode::SingleNodeWriter, false, " Ext4 ")).unwrap().fs_type.as_deref(), Some("ext4"));
     }
 
     #[test]
