@@ -149,6 +149,19 @@ async fn node_info_identifies_the_vm_by_firmware_uuid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_firmware_uuid_the_vm_is_found_by_its_full_mac_set() {
+    bounded(60, async {
+        let mut opts = Options::profile("v1.5").without_firmware_uuid();
+        opts.node_vm = "guest-2";
+        let env = Env::start(opts).await;
+        let info = env.node.clone().node_get_info(csi::NodeGetInfoRequest {}).await.expect("NodeGetInfo").into_inner();
+        assert_eq!(info.node_id, "guest-2", "matched by MACs, not the first VM listed");
+        env.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flaky_host_at_startup_delays_the_node_but_does_not_change_its_answer() {
     bounded(60, async {
         // Every VMI and node read fails for 2.5 s, longer than the capability probe retries:

@@ -82,6 +82,8 @@ pub struct Options {
     pub startup_faults: Option<(Value, Duration)>,
     /// Let the guest credentials read host nodes, as an operator grants for zone topology.
     pub host_node_reads: bool,
+    /// Remove the node VM's firmware UUID from its root, so identity falls back to MACs.
+    pub without_firmware_uuid: bool,
 }
 
 impl Options {
@@ -96,7 +98,13 @@ impl Options {
             rbac: None,
             startup_faults: None,
             host_node_reads: false,
+            without_firmware_uuid: false,
         }
+    }
+
+    pub fn without_firmware_uuid(mut self) -> Self {
+        self.without_firmware_uuid = true;
+        self
     }
 
     pub fn host_node_reads(mut self) -> Self {
@@ -286,6 +294,9 @@ impl Env {
         })
         .await;
 
+        if opts.without_firmware_uuid {
+            std::fs::remove_file(root.join("sys/class/dmi/id/product_uuid")).expect("removing product_uuid");
+        }
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("work dir");
         let socket = dir.path().join("csi/csi.sock");
