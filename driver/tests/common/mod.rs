@@ -201,18 +201,30 @@ pub async fn kube_client(kubeconfig: &Path) -> kube::Client {
     kube::Client::try_from(cfg).expect("building kube client")
 }
 
+/// Connects to the driver's socket. The file appears at bind(), a moment before listen():
+/// a connection in between is refused, so refusals are retried briefly.
 async fn connect(socket: &Path) -> Channel {
-    let path = socket.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+    let started = std::time::Instant::now();
+    loop {
+        let path = socket.to_path_buf();
+        let attempt = tonic::transport::Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let p = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+                }
+            }))
+            .await;
+        match attempt {
+            Ok(channel) => return channel,
+            Err(e) if started.elapsed() < Duration::from_secs(5) => {
+                tracing::debug!(error = %e, "driver socket not accepting yet");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }))
-        .await
-        .expect("connecting to the driver socket")
+            Err(e) => panic!("connecting to the driver socket: {e}"),
+        }
+    }
 }
 
 pub fn dynamic_api(
