@@ -107,23 +107,61 @@ impl Env {
     }
 }
 
-/// Per-object retry state with exponential backoff, as the sidecars keep.
-#[derive(Debug, Default)]
+/// Per-object retry state with exponential backoff, as the sidecars and the kubelet keep.
+#[derive(Debug)]
 pub struct Backoff {
     next: HashMap<String, (u32, Instant)>,
+    first: Duration,
+    max: Duration,
+}
+
+impl Default for Backoff {
+    /// The sidecars' retry, compressed (200 ms doubling to 5 s; theirs is 1 s to 5 min) so
+    /// that fault scenarios converge in seconds.
+    fn default() -> Self {
+        Self { next: HashMap::new(), first: Duration::from_millis(200), max: Duration::from_secs(5) }
+    }
 }
 
 impl Backoff {
+    /// The kubelet's volume operations as they really retry: 500 ms doubling to 2 min 2 s,
+    /// so a failed mount costs what it costs on a real node (harvester#10217).
+    pub fn kubelet() -> Self {
+        Self { next: HashMap::new(), first: Duration::from_millis(500), max: Duration::from_secs(122) }
+    }
+
     pub fn ready(&self, key: &str) -> bool {
         self.next.get(key).is_none_or(|(_, at)| Instant::now() >= *at)
     }
     pub fn failed(&mut self, key: &str) {
         let attempts = self.next.get(key).map_or(0, |(n, _)| *n) + 1;
-        let delay = Duration::from_millis(100u64.saturating_mul(1 << attempts.min(6))).min(Duration::from_secs(5));
+        let delay = self.first.saturating_mul(1 << (attempts - 1).min(16)).min(self.max);
         self.next.insert(key.to_string(), (attempts, Instant::now() + delay));
     }
     pub fn succeeded(&mut self, key: &str) {
         self.next.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_its_first_delay_up_to_its_cap() {
+        let mut b = Backoff::kubelet();
+        let waits: Vec<u128> = (0..10)
+            .map(|_| {
+                b.failed("k");
+                b.next["k"].1.duration_since(Instant::now()).as_millis()
+            })
+            .collect();
+        assert!((450..=500).contains(&waits[0]), "{waits:?}");
+        assert!((950..=1000).contains(&waits[1]), "{waits:?}");
+        assert!((121_000..=122_000).contains(&waits[9]), "{waits:?}");
+        assert!(!b.ready("k"));
+        b.succeeded("k");
+        assert!(b.ready("k"));
     }
 }
 

@@ -228,7 +228,7 @@ async fn teardown(env: &Env, pod: &Pod, all: &[Pod]) -> Result<(), String> {
 }
 
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::kubelet();
     loop {
         if !super::tick(&stop, Duration::from_millis(100)).await {
             return;
