@@ -143,6 +143,24 @@ impl Backoff {
     }
 }
 
+/// An event on a guest object (what `kubectl describe` would show).
+pub async fn guest_event(env: &Env, kind: &str, ns: &str, name: &str, kind_type: &str, reason: &str, message: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.guest.clone(), ns);
+    let now = jiff::Timestamp::now();
+    let ev: k8s_openapi::api::core::v1::Event = match serde_json::from_value(serde_json::json!({
+        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "involvedObject": {"kind": kind, "name": name, "namespace": ns},
+        "reason": reason, "message": message, "type": kind_type,
+        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "count": 1, "source": {"component": "scenarios"},
+    })) {
+        Ok(e) => e,
+        Err(_) => return,
+    };
+    let _ = api.create(&Default::default(), &ev).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,22 +181,4 @@ mod tests {
         b.succeeded("k");
         assert!(b.ready("k"));
     }
-}
-
-/// An event on a guest object (what `kubectl describe` would show).
-pub async fn guest_event(env: &Env, kind: &str, ns: &str, name: &str, kind_type: &str, reason: &str, message: &str) {
-    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.guest.clone(), ns);
-    let now = jiff::Timestamp::now();
-    let ev: k8s_openapi::api::core::v1::Event = match serde_json::from_value(serde_json::json!({
-        "metadata": {"generateName": format!("{name}."), "namespace": ns},
-        "involvedObject": {"kind": kind, "name": name, "namespace": ns},
-        "reason": reason, "message": message, "type": kind_type,
-        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "count": 1, "source": {"component": "scenarios"},
-    })) {
-        Ok(e) => e,
-        Err(_) => return,
-    };
-    let _ = api.create(&Default::default(), &ev).await;
 }
