@@ -47,7 +47,13 @@ pub async fn host_client(config: &Config) -> Result<(kube::Client, String, Strin
     kc.default_retry = false;
     let namespace = kc.default_namespace.clone();
     let url = kc.cluster_url.to_string();
-    let client = kube::Client::try_from(kc).map_err(|e| err(e.to_string()))?;
+    // Reads are retried briefly in place (host::retry::ReadRetry); the buffer makes the
+    // boxed service clonable, which the retry layer needs.
+    let client = kube::client::ClientBuilder::try_from(kc)
+        .map_err(|e| err(e.to_string()))?
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&tower::retry::RetryLayer::new(crate::host::retry::ReadRetry::default()))
+        .build();
     Ok((client, namespace, url))
 }
 

@@ -70,11 +70,27 @@ fn host_with(server: &MockServer, read_timeout: Option<Duration>) -> Host {
     Host::new(client, "default".into(), Arc::new(Metrics::default()))
 }
 
-/// A mock server answering `verb at` with `response`, exactly once (a hidden client retry fails the test).
-async fn serve(verb: &str, at: &str, response: ResponseTemplate) -> MockServer {
+/// A mock server answering `verb at` with `response`, exactly `requests` times: any other
+/// count of client-side retries fails the test.
+async fn serve_n(verb: &str, at: &str, response: ResponseTemplate, requests: u64) -> MockServer {
     let server = MockServer::start().await;
-    Mock::given(method(verb)).and(path(at)).respond_with(response).expect(1).mount(&server).await;
+    Mock::given(method(verb)).and(path(at)).respond_with(response).expect(requests).mount(&server).await;
     server
+}
+
+/// As [`serve_n`], for an answer the driver takes at once: exactly one request.
+async fn serve(verb: &str, at: &str, response: ResponseTemplate) -> MockServer {
+    serve_n(verb, at, response, 1).await
+}
+
+/// Requests the driver's client makes for one read the host fails with `code`: reads that
+/// met 429 or 5xx are sent twice more (host::retry::ReadRetry), anything else once.
+fn read_attempts(code: u16) -> u64 {
+    if code == 429 || code >= 500 {
+        3
+    } else {
+        1
+    }
 }
 
 fn pvc_json() -> Value {
@@ -101,10 +117,10 @@ async fn get_pvc_errors_map_by_status(#[case] code: u16, #[case] reason: &str, #
     } else {
         format!("the host said {reason}")
     };
-    let server =
-        serve("GET", PVC_PATH, ResponseTemplate::new(code).set_body_json(status(code, reason, &message))).await;
+    let response = ResponseTemplate::new(code).set_body_json(status(code, reason, &message));
+    let server = serve_n("GET", PVC_PATH, response, read_attempts(code)).await;
     let host = driver_host(&server).await;
-    // Answered at once, not after minutes of client-side retries of 429/503/504.
+    // Answered within a second, not after minutes of kube's own retries of 429/503/504.
     let err = tokio::time::timeout(Duration::from_secs(5), host.get_pvc("pvc-x"))
         .await
         .expect("the driver reports a host failure promptly")
@@ -139,7 +155,8 @@ async fn get_pvc_success_parses_the_object() {
 #[tokio::test]
 async fn a_500_without_a_status_body_is_still_unavailable() {
     // A proxy in front of the host answers with plain text, not a Status.
-    let server = serve("GET", PVC_PATH, ResponseTemplate::new(502).set_body_string("<html>Bad Gateway</html>")).await;
+    let response = ResponseTemplate::new(502).set_body_string("<html>Bad Gateway</html>");
+    let server = serve_n("GET", PVC_PATH, response, read_attempts(502)).await;
     let host = driver_host(&server).await;
     let err = host.get_pvc("pvc-x").await.expect_err("502");
     assert_eq!(err.code(), Code::Unavailable, "{err}");
@@ -197,6 +214,7 @@ async fn a_host_slower_than_the_client_timeout_is_unavailable() {
     let server =
         serve("GET", PVC_PATH, ResponseTemplate::new(200).set_body_json(pvc_json()).set_delay(Duration::from_secs(5)))
             .await;
+    // A plain kube client with a read timeout (the retry layer is the driver's, tested above).
     let host = host_with(&server, Some(Duration::from_millis(300)));
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(Duration::from_secs(4), host.get_pvc("pvc-x"))
@@ -219,5 +237,35 @@ async fn an_unreachable_host_is_unavailable() {
         .await
         .expect("bounded")
         .expect_err("connection refused");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn a_read_that_fails_once_is_retried_and_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(PVC_PATH))
+        .respond_with(ResponseTemplate::new(500).set_body_json(status(500, "InternalError", "etcd hiccup")))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(PVC_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(pvc_json()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let host = driver_host(&server).await;
+    let pvc = host.get_pvc("pvc-x").await.expect("the retry hides one failed read").expect("found");
+    assert_eq!(harvester_csi_driver::host::pvc::pvc_capacity(&pvc), 16 << 20);
+}
+
+#[tokio::test]
+async fn a_failed_write_is_never_repeated_by_the_client() {
+    let response = ResponseTemplate::new(500).set_body_json(status(500, "InternalError", "etcd hiccup"));
+    let server = serve("PATCH", PVC_PATH, response).await;
+    let host = driver_host(&server).await;
+    let err = host.resize_pvc("pvc-x", 32 << 20).await.expect_err("500");
     assert_eq!(err.code(), Code::Unavailable, "{err}");
 }

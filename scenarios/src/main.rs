@@ -42,6 +42,9 @@ enum Command {
         /// Where scenario work directories go (kept for failed scenarios).
         #[arg(long, default_value = "target/scenarios")]
         work_dir: PathBuf,
+        /// Keep the work directories (driver and simulator logs) of passed scenarios too.
+        #[arg(long)]
+        keep_work: bool,
         /// Directory holding harvester-sim and harvester-csi-driver (default: next to this binary).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -123,7 +126,7 @@ async fn main() -> Result<()> {
             print!("{table}");
             Ok(())
         }
-        Command::Run { paths, backend, filter, junit, report: report_dir, work_dir, bin_dir } => {
+        Command::Run { paths, backend, filter, junit, report: report_dir, work_dir, keep_work, bin_dir } => {
             let mut all = load_all(&paths)?;
             if let Some(f) = filter {
                 let re = regex::Regex::new(&f).with_context(|| format!("--filter {f:?}"))?;
@@ -142,7 +145,7 @@ async fn main() -> Result<()> {
             let backend = embedded_backend(bin_dir)?;
             std::fs::create_dir_all(&work_dir)?;
             let work_dir = work_dir.canonicalize()?;
-            let (results, total) = runner::run_all(&backend, &all, &work_dir).await;
+            let (results, total) = runner::run_all(&backend, &all, &work_dir, keep_work).await;
             print!("{}", report::summary(&results));
             println!("total {:.1}s", total.as_secs_f64());
             if let Some(j) = junit {

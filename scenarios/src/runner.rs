@@ -103,6 +103,7 @@ pub async fn run_all<B: Backend>(
     backend: &B,
     files: &[(PathBuf, Scenario)],
     work_root: &Path,
+    keep_work: bool,
 ) -> (Vec<ScenarioResult>, Duration) {
     let started = Instant::now();
     let mut results = Vec::new();
@@ -119,7 +120,7 @@ pub async fn run_all<B: Backend>(
             if r.passed { "pass" } else { "FAIL" },
             r.seconds
         ));
-        if r.passed {
+        if r.passed && !keep_work {
             let _ = std::fs::remove_dir_all(&work);
         }
         results.push(r);

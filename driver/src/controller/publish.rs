@@ -54,12 +54,13 @@ impl ControllerService {
         tracing::info!(volume = %id, node = %vm, readonly = req.readonly, "ControllerPublishVolume");
 
         let pvc = self.host.get_pvc(&id).await?.ok_or_else(|| Error::NotFound(format!("volume {id} not found")))?;
-        if self.host.get_vm(&vm).await?.is_none() {
-            return Err(Error::NotFound(format!("node {vm}: no such VM in namespace {}", self.host.namespace)));
-        }
+        let no_vm = || Error::NotFound(format!("node {vm}: no such VM in namespace {}", self.host.namespace));
         // The host PVC's own record decides, as in unpublish: a volume_context
         // (which a static PV can carry anything in) must not turn a disk into an export.
         if crate::host::pvc::is_nfs_export(&pvc) {
+            if self.host.get_vm(&vm).await?.is_none() {
+                return Err(no_vm());
+            }
             if shape.block {
                 return Err(Error::InvalidArgument(format!(
                     "volume {id} is a shared filesystem; it cannot be published as a block device"
@@ -73,7 +74,10 @@ impl ControllerService {
             )));
         }
 
-        let attachments = self.host.attachments(&id).await?;
+        // One listing answers everything below: does the VM exist, who holds the volume, and
+        // how many disks the VM already has (each host call is one more chance to fail).
+        let (attachments, vm_obj) = self.host.attachments_and_vm(&id, &vm).await?;
+        let vm_obj = vm_obj.ok_or_else(no_vm)?;
         self.refuse_if_attached_elsewhere(&id, &vm, &attachments)?;
         let here = attachments.into_iter().find(|a| a.vm == vm);
         if let Some(a) = &here {
@@ -84,10 +88,8 @@ impl ControllerService {
                 )));
             }
         } else {
-            let vm_obj = self.host.get_vm(&vm).await?;
             let hotplugged = vm_obj
-                .as_ref()
-                .and_then(|v| v.pointer("/spec/template/spec/volumes"))
+                .pointer("/spec/template/spec/volumes")
                 .and_then(|v| v.as_array())
                 .map(|vols| {
                     vols.iter()

@@ -216,6 +216,13 @@ impl Host {
         Ok(attachments_by_volume(&vms, &vmis))
     }
 
+    /// From one listing: `volume`'s attachments, and the VM `vm` (if it exists).
+    pub async fn attachments_and_vm(&self, volume: &str, vm: &str) -> Result<(Vec<Attachment>, Option<Value>)> {
+        let (vms, vmis) = tokio::try_join!(self.list_vms(), self.list_vmis())?;
+        let vm_obj = vms.iter().find(|v| str_at(v, "/metadata/name") == vm).cloned();
+        Ok((attachments_by_volume(&vms, &vmis).remove(volume).unwrap_or_default(), vm_obj))
+    }
+
     /// The VMs holding each volume (see [`Host::attachment_map`]).
     pub async fn vms_by_volume(&self) -> Result<BTreeMap<String, Vec<String>>> {
         let map = self.attachment_map().await?;
