@@ -287,7 +287,14 @@ impl World {
 
     pub fn check(&self) -> Result<(), String> {
         let nodes: Vec<&str> = self.host_nodes.iter().map(|n| n.name.as_str()).collect();
-        for vm in &self.vms {
+        for (i, vm) in self.vms.iter().enumerate() {
+            // Devices live under DIR/vms/<name>: one name, one VM, whatever its namespace.
+            if let Some(other) = self.vms[..i].iter().find(|o| o.name == vm.name) {
+                return Err(format!(
+                    "vm {}/{}: the name is taken by {}/{} (VM names must be unique across namespaces)",
+                    vm.namespace, vm.name, other.namespace, other.name
+                ));
+            }
             if let Some(h) = &vm.host_node {
                 if !nodes.contains(&h.as_str()) {
                     return Err(format!(
@@ -373,6 +380,13 @@ mod tests {
         assert_eq!(w.vms.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["guest-1", "guest-2", "guest-3"]);
         assert_eq!(w.vms[1].host_node.as_deref(), Some("harvester-2"));
         assert_eq!(w.timing.hotplug_ms, 200);
+    }
+
+    #[test]
+    fn a_vm_name_twice_is_refused_even_across_namespaces() {
+        let text = "namespaces: [a, b]\nvms:\n  - {name: vm, namespace: a}\n  - {name: vm, namespace: b}\n";
+        let err = World::parse(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.contains("b/vm") && err.contains("a/vm") && err.contains("unique"), "{err}");
     }
 
     #[test]
