@@ -247,6 +247,18 @@ impl DeviceManager {
         self.grow_locked(volume, &path, size, false).await
     }
 
+    /// Copies a file sparsely (a clone's or a snapshot's data), creating the target's
+    /// directory; through the same runner as every other device command.
+    pub async fn copy_sparse(&self, src: &Path, dst: &Path) -> Result<()> {
+        if let Some(dir) = dst.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(io_err("creating directory", dir))?;
+        }
+        run("cp", &[OsStr::new("--sparse=always"), src.as_os_str(), dst.as_os_str()], MKFS_TIMEOUT)
+            .await
+            .and_then(Finished::into_ok)
+            .map(|_| ())
+    }
+
     /// Grows the backing file; shrinking is an error because it would cut off data
     /// under a filesystem. Attached loop devices get their capacity refreshed so the
     /// guest sees the new size, as after a real online expansion.

@@ -124,20 +124,6 @@ async fn reconcile_pvc(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requeue, 
     Ok(requeue)
 }
 
-async fn copy_sparse(src: &std::path::Path, dst: &std::path::Path) -> Result<(), String> {
-    let out = tokio::process::Command::new("cp")
-        .arg("--sparse=always")
-        .arg(src)
-        .arg(dst)
-        .output()
-        .await
-        .map_err(|e| format!("running cp: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("cp {} {}: {}", src.display(), dst.display(), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
-}
-
 /// Where a new volume's data comes from (restore, clone, backup), if anywhere.
 fn data_source(ctx: &Ctx, pvc: &Value) -> Result<Option<(std::path::PathBuf, u64)>, String> {
     let ns = meta::namespace(pvc);
@@ -270,7 +256,7 @@ async fn provision(ctx: &Arc<Ctx>, pvc: &Value) -> Result<Requeue, String> {
                 if let Some(parent) = dst.parent() {
                     tokio::fs::create_dir_all(parent).await.map_err(err)?;
                 }
-                copy_sparse(src, &dst).await?;
+                ctx.devices.copy_sparse(src, &dst).await.map_err(err)?;
             }
             ctx.devices.grow_backing_file(&pv_name, size).await.map_err(err)?;
         }

@@ -68,18 +68,6 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-async fn copy_file(src: &std::path::Path, dst: &std::path::Path) -> Result<(), String> {
-    if let Some(parent) = dst.parent() {
-        tokio::fs::create_dir_all(parent).await.map_err(err)?;
-    }
-    let out =
-        tokio::process::Command::new("cp").arg("--sparse=always").arg(src).arg(dst).output().await.map_err(err)?;
-    if !out.status.success() {
-        return Err(format!("copying {}: {}", src.display(), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
-}
-
 fn default_snapshot_class(ctx: &Ctx) -> Option<String> {
     ctx.api
         .list(SNAP, "volumesnapshotclasses", None)
@@ -157,7 +145,7 @@ async fn reconcile_snapshot(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requ
         return Ok(Some(left));
     }
     let file = snapshot_file(ctx, &content_name);
-    copy_file(&ctx.devices.backing_file(&pv), &file).await?;
+    ctx.devices.copy_sparse(&ctx.devices.backing_file(&pv), &file).await.map_err(err)?;
     let size = std::fs::metadata(&file).map(|m| m.len()).map_err(err)?;
     ctx.api
         .modify(&vsc_rt, "", &content_name, "status", |obj| {
@@ -225,7 +213,7 @@ async fn reconcile_backup(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requeu
         return Ok(Some(left));
     }
     let pv = meta::str_at(&pvc, "/spec/volumeName").to_string();
-    copy_file(&ctx.devices.backing_file(&pv), &backup_file(ctx, &key)).await?;
+    ctx.devices.copy_sparse(&ctx.devices.backing_file(&pv), &backup_file(ctx, &key)).await.map_err(err)?;
     let source_spec = pvc.get("spec").cloned().unwrap_or_else(|| json!({}));
     ctx.api
         .modify(&rt, ns, name, "status", |obj| {
