@@ -411,12 +411,7 @@ async fn handle(st: Arc<ServerState>, req: Request) -> ApiResult<Response> {
         if as_table {
             return table::table(&rt, &[obj], meta::str_at(obj, "/metadata/resourceVersion"), &include_object);
         }
-        if rt.versions.first().is_some_and(|v| *v != r.version) {
-            let mut o = obj.clone();
-            o["apiVersion"] = json!(rt.api_version_for(&r.version));
-            return o;
-        }
-        obj.clone()
+        rt.as_served(obj, &r.version).into_owned()
     };
 
     match verb {
@@ -606,7 +601,6 @@ fn list(
         return Ok(json_response(StatusCode::OK, &t));
     }
     let api_version = rt.api_version_for(&r.version);
-    let convert = rt.versions.first().is_some_and(|v| *v != r.version);
     let mut metadata = json!({"resourceVersion": rv_text});
     if let Some(c) = continue_token {
         metadata["continue"] = json!(c);
@@ -625,14 +619,8 @@ fn list(
         if i > 0 {
             out.push(b',');
         }
-        if convert {
-            let mut o = (*obj).clone();
-            o["apiVersion"] = json!(api_version);
-            serde_json::to_writer(&mut out, &o)
-        } else {
-            serde_json::to_writer(&mut out, obj)
-        }
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        serde_json::to_writer(&mut out, &*rt.as_served(obj, &r.version))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     out.extend_from_slice(b"]}");
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], out).into_response())

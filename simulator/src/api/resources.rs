@@ -50,6 +50,18 @@ impl ResourceType {
             format!("{}/{}", self.group, version)
         }
     }
+
+    /// `obj` as the client asked for it: stored objects carry the first served version, so
+    /// an object read through another served version gets that version's apiVersion.
+    pub fn as_served<'a>(&self, obj: &'a Value, version: &str) -> std::borrow::Cow<'a, Value> {
+        if self.versions.first().is_some_and(|v| *v != version) {
+            let mut o = obj.clone();
+            o["apiVersion"] = serde_json::json!(self.api_version_for(version));
+            std::borrow::Cow::Owned(o)
+        } else {
+            std::borrow::Cow::Borrowed(obj)
+        }
+    }
     pub fn is_crd(&self) -> bool {
         !self.builtin
     }
@@ -670,5 +682,21 @@ impl Registry {
             }
         }
         Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_read_through_another_served_version_carry_that_version() {
+        let types = all_types();
+        let vm = types.iter().find(|t| t.plural == "virtualmachines").expect("virtualmachines");
+        let stored = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "a"}});
+        assert!(matches!(vm.as_served(&stored, "v1"), std::borrow::Cow::Borrowed(_)), "no copy for the stored version");
+        let old = vm.as_served(&stored, "v1alpha3");
+        assert_eq!(old["apiVersion"], "kubevirt.io/v1alpha3");
+        assert_eq!(old["metadata"], stored["metadata"]);
     }
 }

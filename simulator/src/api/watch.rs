@@ -44,12 +44,8 @@ impl WatchRequest {
     fn render(&self, kind: &str, obj: &Value) -> Bytes {
         let object = if self.as_table {
             table::table(&self.rt, &[obj], meta::str_at(obj, "/metadata/resourceVersion"), &self.include_object)
-        } else if self.rt.versions.first().is_some_and(|v| *v != self.version) {
-            let mut o = obj.clone();
-            o["apiVersion"] = json!(self.rt.api_version_for(&self.version));
-            o
         } else {
-            return line(&json!({"type": kind, "object": obj}));
+            return line(&json!({"type": kind, "object": &*self.rt.as_served(obj, &self.version)}));
         };
         line(&json!({"type": kind, "object": object}))
     }
