@@ -126,10 +126,7 @@ fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
 
 fn seed_rbac(api: &Api, profile: &Profile, world: &World) -> ApiResult<()> {
     const RBAC: &str = "rbac.authorization.k8s.io";
-    create(api, RBAC, "clusterroles", "", cluster_role(profiles::CLOUDPROVIDER_ROLE, profile.cloudprovider_rules()))?;
-    if let Some(rules) = profile.csi_driver_rules() {
-        create(api, RBAC, "clusterroles", "", cluster_role(profiles::CSI_DRIVER_ROLE, rules))?;
-    }
+    apply_rbac_of(api, profile)?;
     create(api, RBAC, "clusterroles", "", cluster_role(profiles::AUTHENTICATED_ROLE, profile.authenticated_rules()))?;
     create(
         api,
