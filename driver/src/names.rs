@@ -157,6 +157,15 @@ pub fn by_id_name(disk_name: &str, serial: Option<&str>, virtio: bool) -> String
     }
 }
 
+/// The label selector for this driver's host volumes, of one guest cluster when given.
+pub fn owned_volumes_selector(cluster_id: Option<&str>) -> String {
+    let mut selector = format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE);
+    if let Some(id) = cluster_id {
+        selector.push_str(&format!(",{}={}", keys::GUEST_CLUSTER, label_value(id)));
+    }
+    selector
+}
+
 /// A guest cluster id as a label value (≤ 63, alphanumeric ends).
 pub fn label_value(s: &str) -> String {
     let cleaned: String = s
@@ -240,5 +249,14 @@ mod tests {
     fn label_values_are_sanitised() {
         assert_eq!(label_value("c-m-abc/def"), "c-m-abc-def");
         assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn owned_volumes_selector_narrows_to_a_cluster_when_given() {
+        assert_eq!(owned_volumes_selector(None), "app.kubernetes.io/managed-by=harvester-csi-driver");
+        assert_eq!(
+            owned_volumes_selector(Some("prod")),
+            "app.kubernetes.io/managed-by=harvester-csi-driver,csi.harvesterhci.io/guest-cluster=prod"
+        );
     }
 }

@@ -25,11 +25,7 @@ pub struct HostVolume {
 
 /// Lists this driver's host volumes (optionally of one guest cluster).
 pub async fn report(host: &Host, cluster_id: Option<&str>, guest: Option<&kube::Client>) -> Result<Vec<HostVolume>> {
-    let mut selector = format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE);
-    if let Some(id) = cluster_id {
-        selector.push_str(&format!(",{}={}", keys::GUEST_CLUSTER, names::label_value(id)));
-    }
-    let pvcs = host.list_pvcs(&selector).await?;
+    let pvcs = host.list_pvcs(&names::owned_volumes_selector(cluster_id)).await?;
     // Everything that may hold a volume counts, pending hotplugs and unplugs included:
     // the report must never call an attached volume an orphan.
     let attached = host.vms_by_volume().await?;

@@ -7,7 +7,7 @@ use super::ControllerService;
 use crate::capabilities::shape_of;
 use crate::error::{Error, Result};
 use crate::host::pvc::pvc_capacity;
-use crate::names::{self, keys};
+use crate::names;
 
 /// Splits a sorted list into one page; the token is the index of the next entry.
 pub(super) fn paginate<T>(items: Vec<T>, token: &str, max: i32) -> Result<(Vec<T>, String)> {
@@ -31,10 +31,7 @@ impl ControllerService {
         if req.max_entries < 0 {
             return Err(Error::InvalidArgument("max_entries must not be negative".into()));
         }
-        let mut selector = format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE);
-        if let Some(id) = &self.settings.cluster_id {
-            selector.push_str(&format!(",{}={}", keys::GUEST_CLUSTER, names::label_value(id)));
-        }
+        let selector = names::owned_volumes_selector(self.settings.cluster_id.as_deref());
         let mut pvcs = self.host.list_pvcs(&selector).await?;
         pvcs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let (page, next_token) = paginate(pvcs, &req.starting_token, req.max_entries)?;

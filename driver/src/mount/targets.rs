@@ -1,12 +1,13 @@
-//! Creating and removing the directories and files that mounts land on.
+//! Creating and removing the directories and files that mounts land on, and taking
+//! mounts off them.
 //!
-//! All three are idempotent because kubelet retries every Node call.
+//! All are idempotent because kubelet retries every Node call.
 
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::Path;
 
-use super::MountError;
+use super::{MountError, Mounter};
 
 /// Makes sure `path` is a directory (a filesystem publish/staging target).
 pub fn ensure_dir(path: &Path) -> Result<(), MountError> {
@@ -55,6 +56,16 @@ pub fn remove_target(path: &Path) -> Result<(), MountError> {
             Err(MountError::Busy { path: path.to_owned(), detail: "it is still a mount point".to_owned() })
         }
         Err(e) => Err(MountError::io("remove", path, e)),
+    }
+}
+
+/// Unmounts `path` if something is mounted there; a path that is not mounted, or gone,
+/// is already in the wanted state (NodeUnpublish/NodeUnstage retries).
+pub async fn unmount_if_mounted(mounter: &impl Mounter, path: &Path) -> Result<(), MountError> {
+    match mounter.unmount(path).await {
+        Ok(()) | Err(MountError::NotMounted { .. }) => Ok(()),
+        Err(MountError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -11,7 +11,7 @@ use super::{checked_path, NodeService};
 use crate::capabilities::shape_of;
 use crate::controller::publish_context as ctx;
 use crate::error::{Error, Result};
-use crate::mount::{ensure_dir, ensure_file, remove_target, MountError, MountInfo, Mounter};
+use crate::mount::{ensure_dir, ensure_file, remove_target, unmount_if_mounted, MountInfo, Mounter};
 use crate::names;
 
 impl NodeService {
@@ -143,11 +143,7 @@ impl NodeService {
         let target = checked_path("target path", &req.target_path)?.to_path_buf();
         let _guard = self.locks.try_lock(&req.volume_id)?;
         tracing::info!(volume = %req.volume_id, target = %target.display(), "NodeUnpublishVolume");
-        match self.mounter.unmount(&target).await {
-            Ok(()) | Err(MountError::NotMounted { .. }) => {}
-            Err(MountError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+        unmount_if_mounted(self.mounter.as_ref(), &target).await?;
         remove_target(&target)?;
         Ok(csi::NodeUnpublishVolumeResponse {})
     }

@@ -150,11 +150,7 @@ impl NodeService {
         let staging = checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
         let _guard = self.locks.try_lock(&req.volume_id)?;
         tracing::info!(volume = %req.volume_id, staging = %staging.display(), "NodeUnstageVolume");
-        match self.mounter.unmount(&staging).await {
-            Ok(()) | Err(crate::mount::MountError::NotMounted { .. }) => {}
-            Err(crate::mount::MountError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+        crate::mount::unmount_if_mounted(self.mounter.as_ref(), &staging).await?;
         Ok(csi::NodeUnstageVolumeResponse {})
     }
 }
