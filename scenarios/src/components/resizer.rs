@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::{guest_event, Backoff, Env};
-use crate::steps::quantity;
+use crate::steps::{capacity_of, quantity};
 
 async fn expand(env: &Env, pvc: &PersistentVolumeClaim, want: u64) -> Result<(), String> {
     let ns = pvc.metadata.namespace.clone().unwrap_or_default();
@@ -98,13 +98,7 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
                 .and_then(|r| r.get("storage"))
                 .and_then(|q| quantity(&q.0))
                 .unwrap_or(0);
-            let have = pvc
-                .status
-                .as_ref()
-                .and_then(|s| s.capacity.as_ref())
-                .and_then(|c| c.get("storage"))
-                .and_then(|q| quantity(&q.0))
-                .unwrap_or(0);
+            let have = capacity_of(&pvc);
             let key = pvc.metadata.uid.clone().unwrap_or_default();
             if !bound || want <= have || !backoff.ready(&key) {
                 continue;

@@ -12,7 +12,7 @@ use crate::backend::Cluster;
 use crate::model;
 
 use super::host::host_object_of_handle;
-use super::{eventually, fail, quantity, Result};
+use super::{capacity_of, eventually, fail, Result};
 
 pub(super) async fn apply<C: Cluster>(c: &C, objects: &[Value]) -> Result<()> {
     let discovery =
@@ -87,13 +87,7 @@ pub(super) async fn expect<C: Cluster>(c: &C, e: &model::Expect) -> Result<()> {
             }
             if let Some(min) = &e.capacity_at_least {
                 let want = model::parse_size(min).map_err(fail)?;
-                let have = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.capacity.as_ref())
-                    .and_then(|c| c.get("storage"))
-                    .and_then(|q| quantity(&q.0))
-                    .unwrap_or(0);
+                let have = capacity_of(&p);
                 if have < want {
                     return Ok(Some(format!("capacity {have} < {want}")));
                 }

@@ -25,6 +25,16 @@ fn fail(msg: impl Into<String>) -> Failure {
     Failure(msg.into())
 }
 
+/// Bytes a claim has been given (`status.capacity.storage`), 0 while it has none.
+pub fn capacity_of(pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> u64 {
+    pvc.status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("storage"))
+        .and_then(|q| quantity(&q.0))
+        .unwrap_or(0)
+}
+
 /// Bytes of a Kubernetes quantity (sizes only).
 pub fn quantity(s: &str) -> Option<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
