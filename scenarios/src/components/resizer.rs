@@ -98,7 +98,7 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
                 .and_then(|r| r.get("storage"))
                 .and_then(|q| quantity(&q.0))
                 .unwrap_or(0);
-            let have = capacity_of(&pvc);
+            let have = capacity_of(pvc);
             let key = pvc.metadata.uid.clone().unwrap_or_default();
             if !bound || want <= have || !backoff.ready(&key) {
                 continue;
