@@ -156,6 +156,13 @@ impl Features {
                 new.features.insert(f, s.clone());
             }
         }
+        // A probe that only met host failures is no news: an earlier answer stands (a
+        // flaky spell must not switch a working feature off, nor a denied one on).
+        for (f, status) in new.features.iter_mut() {
+            if let Some(before) = r.features.get(f).filter(|b| status.transient && !b.transient) {
+                *status = before.clone();
+            }
+        }
         *r = new.clone();
         *self.last_probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         new
@@ -385,6 +392,26 @@ mod tests {
             "list things",
             kube::Error::Api(Box::new(kube::core::Status { code, reason: reason.into(), ..Default::default() })),
         )
+    }
+
+    #[test]
+    fn a_probe_that_only_met_failures_keeps_the_earlier_answer() {
+        let features = Features::default();
+        let mut first = CapabilityReport::default();
+        first.features.insert(Feature::Snapshots, FeatureStatus::on());
+        first.features.insert(Feature::Rwx, FeatureStatus::off("missing permission: list networkfilesystems"));
+        features.store(first);
+
+        let failing = outcome(Err(api_error(500, "InternalError")), "list things");
+        let mut flaky = CapabilityReport::default();
+        flaky.features.insert(Feature::Snapshots, failing.clone());
+        flaky.features.insert(Feature::Rwx, failing.clone());
+        flaky.features.insert(Feature::Topology, failing);
+        let stored = features.store(flaky);
+        assert!(stored.enabled(Feature::Snapshots), "a working feature stays on");
+        assert!(!stored.enabled(Feature::Rwx) && !stored.may_be_enabled(Feature::Rwx), "a denial stays a denial");
+        assert!(stored.may_be_enabled(Feature::Topology), "never answered: still unsettled");
+        assert!(stored.unsettled());
     }
 
     #[test]
