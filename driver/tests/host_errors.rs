@@ -269,3 +269,14 @@ async fn a_failed_write_is_never_repeated_by_the_client() {
     let err = host.resize_pvc("pvc-x", 32 << 20).await.expect_err("500");
     assert_eq!(err.code(), Code::Unavailable, "{err}");
 }
+
+#[tokio::test]
+async fn every_read_gets_its_own_retries() {
+    // The policy's budget is per request: a second failing read is retried as the first was.
+    let response = ResponseTemplate::new(500).set_body_json(status(500, "InternalError", "etcd hiccup"));
+    let server = serve_n("GET", PVC_PATH, response, 2 * read_attempts(500)).await;
+    let host = driver_host(&server).await;
+    for _ in 0..2 {
+        assert_eq!(host.get_pvc("pvc-x").await.expect_err("500").code(), Code::Unavailable);
+    }
+}

@@ -26,7 +26,8 @@ pub(super) fn paginate<T>(items: Vec<T>, token: &str, max: i32) -> Result<(Vec<T
 }
 
 impl ControllerService {
-    /// Which VMs have each volume (any phase), by volume id.
+    /// This driver's volumes, paginated, each with the VMs that hold it in any phase
+    /// (the same attachment view ControllerPublish decides by).
     pub(super) async fn list_volumes_impl(&self, req: csi::ListVolumesRequest) -> Result<csi::ListVolumesResponse> {
         if req.max_entries < 0 {
             return Err(Error::InvalidArgument("max_entries must not be negative".into()));

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 pub use linux::LinuxMounter;
 pub use nfs::NfsMounter;
-pub use targets::{ensure_dir, ensure_file, remove_target, unmount_if_mounted};
+pub use targets::{ensure_dir, ensure_file, remove_target, same_device_node, unmount_if_mounted};
 
 /// Filesystems the driver creates and manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -69,6 +69,14 @@ pub async fn unmount_if_mounted(mounter: &impl Mounter, path: &Path) -> Result<(
     }
 }
 
+/// Whether two paths are the same device node (a block publish target bound from the
+/// device, and the device): same device number, and both actually device nodes.
+pub fn same_device_node(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let rdev = |p: &Path| fs::metadata(p).ok().filter(|m| m.file_type().is_block_device()).map(|m| m.rdev());
+    rdev(a).is_some() && rdev(a) == rdev(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +136,15 @@ mod tests {
         ensure_file(&dir.join("data")).expect("file");
         assert!(matches!(remove_target(&dir), Err(MountError::Io { .. })));
         assert!(dir.join("data").exists());
+    }
+
+    #[test]
+    fn only_the_same_block_device_is_the_same_device_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"").unwrap();
+        assert!(!same_device_node(&file, &file), "a regular file is no device node");
+        assert!(!same_device_node(Path::new("/dev/null"), Path::new("/dev/null")), "a character device is not a disk");
+        assert!(!same_device_node(dir.path().join("missing").as_path(), &file));
     }
 }

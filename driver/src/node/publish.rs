@@ -1,7 +1,6 @@
 //! NodePublishVolume / NodeUnpublishVolume: bind mounts from the staging path
 //! (filesystems, NFS) or of the device file (block), read-only when asked.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use csi_proto::csi::v1 as csi;
@@ -11,7 +10,7 @@ use super::{checked_path, NodeService};
 use crate::capabilities::shape_of;
 use crate::controller::publish_context as ctx;
 use crate::error::{Error, Result};
-use crate::mount::{ensure_dir, ensure_file, remove_target, unmount_if_mounted, MountInfo, Mounter};
+use crate::mount::{ensure_dir, ensure_file, remove_target, same_device_node, unmount_if_mounted, MountInfo, Mounter};
 use crate::names;
 
 impl NodeService {
@@ -82,8 +81,7 @@ impl NodeService {
                 .get(ctx::BY_ID)
                 .ok_or_else(|| Error::InvalidArgument("publish context lacks the device name".into()))?;
             let device = self.find_device(by_id, Instant::now()).await?;
-            let rdev = |p: &Path| std::fs::metadata(p).map(|m| m.rdev()).ok();
-            rdev(target).is_some() && rdev(target) == rdev(&device)
+            same_device_node(target, &device)
         } else {
             self.mounter
                 .mount_at(staging)?

@@ -83,25 +83,10 @@ async fn wait_for(
     Ok(())
 }
 
-/// The last line a process logged, without terminal colours.
+/// The last line a process logged (the driver and simulator write plain text to files).
 fn last_line(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing logged)");
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip a CSI sequence: ESC [ parameters final-byte.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing logged)").to_string()
 }
 
 fn free_port() -> Result<u16, Failure> {
