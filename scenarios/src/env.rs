@@ -59,7 +59,7 @@ pub struct Env {
     pub checksums: Mutex<HashMap<String, String>>,
     pub started: Instant,
     pub timeline: Mutex<Vec<Phase>>,
-    /// Calls under way, as `phase` → subjects (`volume@node`), for steps that act mid-call.
+    /// Calls under way as (phase, `volume@node`) pairs, for steps that act mid-call.
     pub in_flight: Mutex<Vec<(String, String)>>,
     /// Volumes seen in two VMs at once (recorded by the double-attach watcher).
     pub double_attached: Mutex<Vec<String>>,
