@@ -5,6 +5,7 @@
 pub mod app;
 pub mod capabilities;
 pub mod config;
+pub mod contexts;
 pub mod controller;
 pub mod deadline;
 pub mod error;
