@@ -20,12 +20,11 @@ impl ControllerService {
         let pvc = self.host.get_pvc(id).await?.ok_or_else(|| Error::NotFound(format!("volume {id} not found")))?;
         for a in self.host.attachments(id).await? {
             if let Some(s) = &a.status {
-                let reason = str_at(s, "/reason");
-                if reason.starts_with("Failed") {
+                if s.reason().starts_with("Failed") {
                     statuses.push(entry(
                         Kind::Inaccessible,
                         "HotplugFailed",
-                        format!("VM {}: {} ({})", a.vm, str_at(s, "/message"), reason),
+                        format!("VM {}: {} ({})", a.vm, s.message(), s.reason()),
                     ));
                 }
             }

@@ -77,15 +77,7 @@ impl ControllerService {
                 )));
             }
         } else {
-            let hotplugged = vm_obj
-                .pointer("/spec/template/spec/volumes")
-                .and_then(|v| v.as_array())
-                .map(|vols| {
-                    vols.iter()
-                        .filter(|v| v.pointer("/persistentVolumeClaim/hotpluggable") == Some(&serde_json::json!(true)))
-                        .count()
-                })
-                .unwrap_or(0);
+            let hotplugged = vm_obj.hotplugged_volumes().count();
             let limit = self.settings.max_volumes_per_node;
             if limit > 0 && hotplugged as i64 >= limit {
                 return Err(Error::ResourceExhausted(format!(

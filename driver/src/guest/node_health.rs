@@ -13,7 +13,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::host::{str_at, Host};
+use crate::host::Host;
 use crate::names;
 
 const LEASE: &str = "harvester-csi-node-monitor";
@@ -100,8 +100,7 @@ fn vm_of(node: &Node) -> String {
 /// `None` when the host cannot be asked or has no such VM: a node this driver
 /// cannot map to a VM (another infrastructure, a deleted VM) is never tainted.
 async fn vm_healthy(host: &Host, vm: &str) -> Option<bool> {
-    let obj = host.get_vm(vm).await.ok()??;
-    Some(str_at(&obj, "/status/printableStatus") == "Running" && obj.pointer("/status/ready") == Some(&json!(true)))
+    Some(host.get_vm(vm).await.ok()??.running_and_ready())
 }
 
 async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::Result<()> {
@@ -143,19 +142,13 @@ async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::
         (false, false, true) if ours => {
             // Free this driver's disks from the dead VM so they can attach elsewhere.
             if let Some(vm_obj) = host.get_vm(&vm).await? {
-                for v in vm_obj.pointer("/spec/template/spec/volumes").and_then(|v| v.as_array()).into_iter().flatten()
-                {
-                    let vol = str_at(v, "/name");
-                    let hot =
-                        v.pointer("/persistentVolumeClaim/hotpluggable").and_then(|h| h.as_bool()).unwrap_or(false);
+                for v in vm_obj.hotplugged_volumes() {
+                    let vol = v.name();
                     let serial_ours = vm_obj
-                        .pointer("/spec/template/spec/domain/devices/disks")
-                        .and_then(|d| d.as_array())
-                        .is_some_and(|d| {
-                            d.iter()
-                                .any(|x| str_at(x, "/name") == vol && str_at(x, "/serial") == names::disk_serial(vol))
-                        });
-                    if hot && serial_ours {
+                        .template_disks()
+                        .iter()
+                        .any(|d| d.name() == vol && d.serial() == names::disk_serial(vol));
+                    if serial_ours {
                         host.unplug(&vm, vol).await?;
                         tracing::warn!(vm = %vm, volume = vol, "removed volume from dead VM");
                     }

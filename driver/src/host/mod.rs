@@ -9,11 +9,12 @@ pub mod nfs;
 pub mod pvc;
 pub mod retry;
 pub mod settings;
+mod shape;
 pub mod snapshots;
 pub mod topology;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant as StdInstant;
 
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -174,6 +175,32 @@ where
             Err(_) => return Err(Error::DeadlineExceeded(format!("timed out waiting for {what}"))),
         }
     }
+}
+
+/// [`wait_for`] over a typed view of a dynamic object: `done` sees the object as `parse`
+/// reads it. An object the driver cannot read ends the wait with that error instead of
+/// waiting out the deadline. Returns the last object seen.
+async fn wait_typed<T>(
+    api: Api<DynamicObject>,
+    name: &str,
+    deadline: Instant,
+    what: &str,
+    parse: impl Fn(&DynamicObject) -> Result<T>,
+    done: impl Fn(Option<&T>) -> bool,
+) -> Result<Option<T>> {
+    let unreadable: Mutex<Option<Error>> = Mutex::new(None);
+    let found = wait_for(api, name, deadline, what, |o| match o.map(&parse).transpose() {
+        Ok(t) => done(t.as_ref()),
+        Err(e) => {
+            *unreadable.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+            true
+        }
+    })
+    .await?;
+    if let Some(e) = unreadable.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(e);
+    }
+    found.as_ref().map(parse).transpose()
 }
 
 /// Watch failures another watch would not fix: denied, or a resource the host does not serve.
