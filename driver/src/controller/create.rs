@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
-use serde_json::json;
 use tokio::time::Instant;
 
 use super::ControllerService;
@@ -17,7 +16,7 @@ use crate::capabilities::{shape_of_all, Shape};
 use crate::contexts;
 use crate::error::{Error, Result};
 use crate::host::pvc::{pvc_capacity, pvc_phase, pvc_request};
-use crate::host::{str_at, Feature, LONGHORN_PROVISIONER};
+use crate::host::{Feature, LONGHORN_PROVISIONER};
 use crate::names::{self, keys, SnapshotId};
 
 /// Longhorn's smallest volume; smaller requests are raised to it.
@@ -224,20 +223,14 @@ impl ControllerService {
                     .get_snapshot(name)
                     .await?
                     .ok_or_else(|| Error::NotFound(format!("snapshot {name} not found")))?;
-                let snap_class =
-                    str_at(&snap, &format!("/metadata/labels/{}", keys::SNAP_HOST_SC.replace('/', "~1"))).to_string();
-                let snap_mode =
-                    str_at(&snap, &format!("/metadata/labels/{}", keys::SNAP_HOST_VOLUME_MODE.replace('/', "~1")))
-                        .to_string();
+                let (snap_class, snap_mode) = (snap.label(keys::SNAP_HOST_SC), snap.label(keys::SNAP_HOST_VOLUME_MODE));
                 if !snap_class.is_empty() {
-                    class = Some(snap_class);
+                    class = Some(snap_class.to_string());
                 }
                 if !snap_mode.is_empty() && !r.shape.shared {
-                    volume_mode = snap_mode;
+                    volume_mode = snap_mode.to_string();
                 }
-                let restore =
-                    crate::host::pvc::quantity_bytes(&Quantity(str_at(&snap, "/status/restoreSize").to_string()))
-                        .unwrap_or(0);
+                let restore = snap.restore_size_bytes().unwrap_or(0);
                 if r.limit > 0 && restore > r.limit {
                     return Err(Error::OutOfRange(format!(
                         "snapshot {name} needs {restore} bytes, above the limit {}",
@@ -472,10 +465,7 @@ impl ControllerService {
             .get_backup(namespace, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("backup {namespace}/{name} not found")))?;
-        let size = crate::host::pvc::quantity_bytes(&Quantity(
-            str_at(&backup, "/status/sourceSpec/resources/requests/storage").to_string(),
-        ))
-        .unwrap_or(0);
+        let size = backup.source_size_bytes().unwrap_or(0);
         if r.limit > 0 && size > r.limit {
             return Err(Error::OutOfRange(format!(
                 "backup {namespace}/{name} needs {size} bytes, above the limit {}",
@@ -483,7 +473,7 @@ impl ControllerService {
             )));
         }
         let (labels, _) = self.ownership(r);
-        self.host.create_restore(&r.name, &format!("{namespace}/{name}"), json!(labels)).await?;
+        self.host.create_restore(&r.name, &format!("{namespace}/{name}"), &labels).await?;
         // The host creates the PVC some time after the restore: not there yet is not an answer.
         let what = format!("restore of backup {namespace}/{name}");
         self.host.wait_pvc_bound(&r.name, deadline, &what).await

@@ -7,7 +7,7 @@ use csi_proto::csi::v1 as csi;
 
 use super::ControllerService;
 use crate::error::{Error, Result};
-use crate::host::{str_at, Feature};
+use crate::host::Feature;
 use crate::names;
 
 fn entry(kind: Kind, reason: &str, message: String) -> VolumeHealthEntry {
@@ -49,12 +49,12 @@ impl ControllerService {
         }
         if !pv.is_empty() && self.host.features.enabled(Feature::Rwx) {
             if let Some(nfs) = self.host.get_nfs(&pv).await? {
-                let export = crate::host::nfs::export_of(&nfs);
+                let export = nfs.export();
                 if export.desired_enabled && !export.ready {
                     statuses.push(entry(
                         Kind::Inaccessible,
                         "ExportNotReady",
-                        format!("NFS export of {pv} is not ready ({})", str_at(&nfs, "/status/state")),
+                        format!("NFS export of {pv} is not ready ({})", nfs.state()),
                     ));
                 }
             }

@@ -220,8 +220,3 @@ fn watch_failure_is_permanent(e: &kube::runtime::wait::Error) -> bool {
 
 /// Pause before watching again after a failed watch.
 const WATCH_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// `obj[pointer]` as a string ("" when absent).
-pub fn str_at<'a>(obj: &'a serde_json::Value, pointer: &str) -> &'a str {
-    obj.pointer(pointer).and_then(serde_json::Value::as_str).unwrap_or("")
-}

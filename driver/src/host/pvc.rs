@@ -4,10 +4,12 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{str_at, wait_for, Host};
+use super::shape::{or_default, typed};
+use super::{wait_for, Host};
 use crate::error::{Error, Result};
 
 /// Bytes of a Kubernetes quantity (storage sizes only; fractions round up).
@@ -72,6 +74,25 @@ pub fn is_nfs_export(pvc: &PersistentVolumeClaim) -> bool {
 
 pub fn pvc_phase(pvc: &PersistentVolumeClaim) -> &str {
     pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+/// The part of a Longhorn Volume (longhorn.io/v1beta2) this driver reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct LonghornVolume {
+    #[serde(default, deserialize_with = "or_default")]
+    status: LonghornVolumeStatus,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct LonghornVolumeStatus {
+    robustness: Option<String>,
+}
+
+impl LonghornVolume {
+    /// `healthy`, `degraded`, `faulted`, `unknown` ("" when unset).
+    fn robustness(&self) -> &str {
+        self.status.robustness.as_deref().unwrap_or("")
+    }
 }
 
 impl Host {
@@ -141,7 +162,10 @@ impl Host {
     pub async fn longhorn_robustness(&self, pv: &str) -> Result<Option<String>> {
         let api = self.dynamic(&super::longhorn_volume_resource(), Some(super::LONGHORN_NAMESPACE));
         let volume = self.call_opt("get longhorn volume", api.get(pv)).await?;
-        Ok(volume.map(|v| str_at(&v.data, "/status/robustness").to_string()))
+        Ok(volume
+            .map(|v| typed::<LonghornVolume>(&v, "Longhorn Volume"))
+            .transpose()?
+            .map(|v| v.robustness().to_string()))
     }
 
     pub async fn get_storage_class(&self, name: &str) -> Result<Option<StorageClass>> {
@@ -180,5 +204,14 @@ mod tests {
     #[case("junk", None)]
     fn quantities(#[case] q: &str, #[case] want: Option<u64>) {
         assert_eq!(quantity_bytes(&Quantity(q.into())), want);
+    }
+
+    #[rstest]
+    #[case::faulted(json!({"status": {"robustness": "faulted", "state": "detached"}}), "faulted")]
+    #[case::no_status(json!({"spec": {"size": "1073741824"}}), "")]
+    #[case::null_status(json!({"status": null}), "")]
+    fn longhorn_robustness(#[case] v: serde_json::Value, #[case] want: &str) {
+        let volume: LonghornVolume = serde_json::from_value(v).expect("Longhorn Volume fixture parses");
+        assert_eq!(volume.robustness(), want);
     }
 }
