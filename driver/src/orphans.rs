@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::host::labels::{owned_volumes_selector, Ownership};
 use crate::host::Host;
-use crate::names::{self, keys};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -25,16 +25,15 @@ pub struct HostVolume {
 
 /// Lists this driver's host volumes (optionally of one guest cluster).
 pub async fn report(host: &Host, cluster_id: Option<&str>, guest: Option<&kube::Client>) -> Result<Vec<HostVolume>> {
-    let pvcs = host.list_pvcs(&names::owned_volumes_selector(cluster_id)).await?;
+    let pvcs = host.list_pvcs(&owned_volumes_selector(cluster_id)).await?;
     // Everything that may hold a volume counts, pending hotplugs and unplugs included:
     // the report must never call an attached volume an orphan.
     let attached = host.vms_by_volume().await?;
     let mut out = Vec::new();
     for pvc in pvcs {
         let name = pvc.metadata.name.clone().unwrap_or_default();
-        let ann = pvc.metadata.annotations.clone().unwrap_or_default();
-        let labels = pvc.metadata.labels.clone().unwrap_or_default();
-        let guest_pv = ann.get(keys::GUEST_PV_NAME).cloned().unwrap_or_default();
+        let owner = Ownership::of(&pvc.metadata);
+        let guest_pv = owner.guest_pv.clone().unwrap_or_default();
         let guest_pv_exists = match (guest, guest_pv.is_empty()) {
             (Some(g), false) => {
                 let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(g.clone());
@@ -51,15 +50,11 @@ pub async fn report(host: &Host, cluster_id: Option<&str>, guest: Option<&kube::
         let orphan = attached_to.is_empty() && guest_pv_exists != Some(true);
         out.push(HostVolume {
             host_pvc: name,
-            guest_cluster: ann
-                .get(keys::GUEST_CLUSTER_ID)
-                .cloned()
-                .or_else(|| labels.get(keys::GUEST_CLUSTER).cloned())
-                .unwrap_or_default(),
+            guest_cluster: owner.cluster_id.unwrap_or_default(),
             guest_claim: format!(
                 "{}/{}",
-                ann.get(keys::GUEST_PVC_NAMESPACE).map(String::as_str).unwrap_or("?"),
-                ann.get(keys::GUEST_PVC_NAME).map(String::as_str).unwrap_or("?")
+                owner.guest_pvc_namespace.as_deref().unwrap_or("?"),
+                owner.guest_pvc_name.as_deref().unwrap_or("?")
             ),
             guest_pv,
             attached_to,

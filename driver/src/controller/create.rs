@@ -15,9 +15,10 @@ use super::ControllerService;
 use crate::capabilities::{shape_of_all, Shape};
 use crate::contexts;
 use crate::error::{Error, Result};
-use crate::host::pvc::{pvc_capacity, pvc_phase, pvc_request};
+use crate::host::labels::Ownership;
+use crate::host::pvc::{host_pv_name, is_default_class, pvc_capacity, pvc_phase, pvc_request, shape_annotations};
 use crate::host::{Feature, LONGHORN_PROVISIONER};
-use crate::names::{self, keys, SnapshotId};
+use crate::names::{self, SnapshotId};
 
 /// Longhorn's smallest volume; smaller requests are raised to it.
 pub const MIN_VOLUME_BYTES: u64 = 10 << 20;
@@ -162,14 +163,7 @@ impl ControllerService {
             },
             None => match self.host.list_storage_classes().await {
                 Ok(classes) => {
-                    let default = classes.into_iter().find(|sc| {
-                        sc.metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
-                            .map(String::as_str)
-                            == Some("true")
-                    });
+                    let default = classes.into_iter().find(is_default_class);
                     Ok((None, default.map(|sc| sc.provisioner)))
                 }
                 Err(e) if e.is_forbidden() => Ok((None, None)),
@@ -178,25 +172,14 @@ impl ControllerService {
         }
     }
 
-    fn ownership(&self, r: &Request) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-        let mut labels = BTreeMap::from([(keys::MANAGED_BY.to_string(), keys::MANAGED_BY_VALUE.to_string())]);
-        let mut annotations = BTreeMap::new();
-        if let Some(id) = &self.settings.cluster_id {
-            labels.insert(keys::GUEST_CLUSTER.into(), names::label_value(id));
-            annotations.insert(keys::GUEST_CLUSTER_ID.into(), id.clone());
+    fn ownership(&self, r: &Request) -> Ownership {
+        Ownership {
+            cluster_id: self.settings.cluster_id.clone(),
+            guest_pvc_namespace: r.guest_pvc.as_ref().map(|(ns, _)| ns.clone()),
+            guest_pvc_name: r.guest_pvc.as_ref().map(|(_, n)| n.clone()),
+            guest_pv: r.guest_pv.clone(),
+            csi_name: (r.csi_name != r.name).then(|| r.csi_name.clone()),
         }
-        if let Some((ns, n)) = &r.guest_pvc {
-            annotations.insert(keys::GUEST_PVC_NAMESPACE.into(), ns.clone());
-            annotations.insert(keys::GUEST_PVC_NAME.into(), n.clone());
-        }
-        if let Some(pv) = &r.guest_pv {
-            annotations.insert(keys::GUEST_PV_NAME.into(), pv.clone());
-        }
-        if r.csi_name != r.name {
-            annotations.insert(keys::CSI_NAME.into(), r.csi_name.clone());
-        }
-        annotations.insert(keys::SHARED.into(), r.shape.shared.to_string());
-        (labels, annotations)
     }
 
     /// The PVC to create on the host for this request.
@@ -206,7 +189,7 @@ impl ControllerService {
         class: Option<String>,
         provisioner: Option<&str>,
     ) -> Result<PersistentVolumeClaim> {
-        let (labels, mut annotations) = self.ownership(r);
+        let owner = self.ownership(r);
         let mut volume_mode = r.host_volume_mode.clone();
         let mut class = class;
         let mut data_source = None;
@@ -223,7 +206,7 @@ impl ControllerService {
                     .get_snapshot(name)
                     .await?
                     .ok_or_else(|| Error::NotFound(format!("snapshot {name} not found")))?;
-                let (snap_class, snap_mode) = (snap.label(keys::SNAP_HOST_SC), snap.label(keys::SNAP_HOST_VOLUME_MODE));
+                let (snap_class, snap_mode) = (snap.source_storage_class(), snap.source_volume_mode());
                 if !snap_class.is_empty() {
                     class = Some(snap_class.to_string());
                 }
@@ -266,15 +249,15 @@ impl ControllerService {
                 });
             }
         }
-        if volume_mode == "Filesystem" && provisioner.is_some_and(|p| p != LONGHORN_PROVISIONER) {
-            // Harvester then prepares a disk image on the filesystem volume for KubeVirt.
-            annotations.insert(keys::VOLUME_FOR_VM.into(), "true".into());
-        }
+        // Harvester then prepares a disk image on the filesystem volume for KubeVirt.
+        let disk_image_for_vm = volume_mode == "Filesystem" && provisioner.is_some_and(|p| p != LONGHORN_PROVISIONER);
+        let mut annotations = owner.annotations();
+        annotations.extend(shape_annotations(r.shape.shared, disk_image_for_vm));
         Ok(PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: Some(r.name.clone()),
                 namespace: Some(self.host.namespace.clone()),
-                labels: Some(labels),
+                labels: Some(owner.labels()),
                 annotations: Some(annotations),
                 ..Default::default()
             },
@@ -309,13 +292,7 @@ impl ControllerService {
         if e.data_source.as_ref().map(|d| (&d.kind, &d.name)) != w.data_source.as_ref().map(|d| (&d.kind, &d.name)) {
             diffs.push("data source");
         }
-        let existing_name = existing
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(keys::CSI_NAME))
-            .cloned()
-            .unwrap_or_else(|| r.name.clone());
+        let existing_name = Ownership::of(&existing.metadata).csi_name.unwrap_or_else(|| r.name.clone());
         if existing_name != r.csi_name {
             diffs.push("name (hash collision)");
         }
@@ -415,7 +392,7 @@ impl ControllerService {
                 .await?
         };
         if r.shape.shared {
-            let pv = bound.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+            let pv = host_pv_name(&bound).unwrap_or_default().to_string();
             self.host.ensure_nfs(&pv).await?;
         }
         let capacity = pvc_capacity(&bound);
@@ -472,8 +449,7 @@ impl ControllerService {
                 r.limit
             )));
         }
-        let (labels, _) = self.ownership(r);
-        self.host.create_restore(&r.name, &format!("{namespace}/{name}"), &labels).await?;
+        self.host.create_restore(&r.name, &format!("{namespace}/{name}"), &self.ownership(r)).await?;
         // The host creates the PVC some time after the restore: not there yet is not an answer.
         let what = format!("restore of backup {namespace}/{name}");
         self.host.wait_pvc_bound(&r.name, deadline, &what).await
@@ -502,8 +478,8 @@ impl ControllerService {
         let Some(pvc) = self.host.get_pvc(&id).await? else { return Ok(csi::DeleteVolumeResponse {}) };
         let shared = crate::host::pvc::is_nfs_export(&pvc);
         if shared {
-            if let Some(pv) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) {
-                match self.host.delete_nfs(&pv).await {
+            if let Some(pv) = host_pv_name(&pvc) {
+                match self.host.delete_nfs(pv).await {
                     Ok(()) => {}
                     // No NFS access (RWX off): there is no export object to remove.
                     Err(e) if e.is_forbidden() => {}

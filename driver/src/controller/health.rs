@@ -29,7 +29,7 @@ impl ControllerService {
                 }
             }
         }
-        let pv = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+        let pv = crate::host::pvc::host_pv_name(&pvc).unwrap_or_default().to_string();
         if !pv.is_empty() && self.host.features.enabled(Feature::LonghornVolumeStatus) {
             if let Some(robustness) = self.host.longhorn_robustness(&pv).await? {
                 match robustness.as_str() {

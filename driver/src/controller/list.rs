@@ -32,7 +32,7 @@ impl ControllerService {
         if req.max_entries < 0 {
             return Err(Error::InvalidArgument("max_entries must not be negative".into()));
         }
-        let selector = names::owned_volumes_selector(self.settings.cluster_id.as_deref());
+        let selector = crate::host::labels::owned_volumes_selector(self.settings.cluster_id.as_deref());
         let mut pvcs = self.host.list_pvcs(&selector).await?;
         pvcs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let (page, next_token) = paginate(pvcs, &req.starting_token, req.max_entries)?;

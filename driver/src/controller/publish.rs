@@ -16,7 +16,7 @@ use crate::host::Feature;
 use crate::names;
 
 fn host_pv(pvc: &PersistentVolumeClaim) -> String {
-    pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default()
+    crate::host::pvc::host_pv_name(pvc).unwrap_or_default().to_string()
 }
 
 impl ControllerService {

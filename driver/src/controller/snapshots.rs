@@ -2,16 +2,15 @@
 //! (`type: backup`). Not-ready snapshots are reported `ready_to_use=false`
 //! instead of failing; listing is paginated over both kinds together.
 
-use std::collections::BTreeMap;
-
 use csi_proto::csi::v1 as csi;
 
 use super::ControllerService;
 use crate::error::{Error, Result};
+use crate::host::labels::Ownership;
 use crate::host::pvc::pvc_capacity;
 use crate::host::snapshots::{HostSnapshot, RemoteBackup};
 use crate::host::Feature;
-use crate::names::{self, keys, SnapshotId};
+use crate::names::{self, SnapshotId};
 
 const TYPE_PARAM: &str = "type";
 
@@ -44,12 +43,8 @@ fn backup_snapshot(vrb: &RemoteBackup) -> csi::Snapshot {
 }
 
 impl ControllerService {
-    fn owner_labels(&self) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::from([(keys::MANAGED_BY.to_string(), keys::MANAGED_BY_VALUE.to_string())]);
-        if let Some(id) = &self.settings.cluster_id {
-            labels.insert(keys::GUEST_CLUSTER.into(), names::label_value(id));
-        }
-        labels
+    fn owner(&self) -> Ownership {
+        Ownership::of_cluster(self.settings.cluster_id.as_deref())
     }
 
     pub(super) async fn create_snapshot_impl(
@@ -91,12 +86,7 @@ impl ControllerService {
                             _ => crate::host::LONGHORN_PROVISIONER.to_string(),
                         };
                         let class = self.host.snapshot_class_for(&provisioner).await?;
-                        let mut labels = self.owner_labels();
-                        let mode =
-                            source.spec.as_ref().and_then(|s| s.volume_mode.clone()).unwrap_or_else(|| "Block".into());
-                        labels.insert(keys::SNAP_HOST_SC.into(), sc);
-                        labels.insert(keys::SNAP_HOST_VOLUME_MODE.into(), mode);
-                        self.host.create_snapshot(&req.name, &req.source_volume_id, class.as_deref(), &labels).await?
+                        self.host.create_snapshot(&req.name, &source, class.as_deref(), &self.owner()).await?
                     }
                 };
                 let mut s = local_snapshot(&vs);
@@ -118,11 +108,7 @@ impl ControllerService {
                     .map_err(Error::FailedPrecondition)?;
                 let vrb = match self.host.get_backup(&self.host.namespace, &req.name).await? {
                     Some(b) => b,
-                    None => {
-                        let mut labels = self.owner_labels();
-                        labels.insert(keys::BACKUP_SOURCE_VOLUME.into(), req.source_volume_id.clone());
-                        self.host.create_backup(&req.name, &req.source_volume_id, &labels).await?
-                    }
+                    None => self.host.create_backup(&req.name, &req.source_volume_id, &self.owner()).await?,
                 };
                 let mut s = backup_snapshot(&vrb);
                 if s.source_volume_id != req.source_volume_id {
@@ -204,12 +190,7 @@ impl ControllerService {
         let mut all: Vec<csi::Snapshot> = Vec::new();
         if self.host.features.enabled(Feature::Snapshots) {
             all.extend(
-                self.host
-                    .list_snapshots()
-                    .await?
-                    .iter()
-                    .filter(|vs| !vs.label(keys::SNAP_HOST_SC).is_empty() || !vs.label(keys::MANAGED_BY).is_empty())
-                    .map(local_snapshot),
+                self.host.list_snapshots().await?.iter().filter(|vs| vs.is_guest_snapshot()).map(local_snapshot),
             );
         }
         if self.host.features.enabled(Feature::RemoteBackups) {

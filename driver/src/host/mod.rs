@@ -5,6 +5,7 @@
 
 pub mod features;
 pub mod kubevirt;
+pub mod labels;
 pub mod nfs;
 pub mod pvc;
 pub mod retry;

@@ -1,5 +1,7 @@
 //! Host PVCs (one per guest volume) and StorageClasses.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -8,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::labels::keys;
 use super::shape::{or_default, typed};
 use super::{wait_for, Host};
 use crate::error::{Error, Result};
@@ -56,20 +59,41 @@ pub fn pvc_request(pvc: &PersistentVolumeClaim) -> u64 {
         .unwrap_or(0)
 }
 
+/// The annotations recording a new host PVC's shape, read back by [`is_nfs_export`]:
+/// whether it is an NFS export, and whether Harvester should prepare a VM disk image
+/// on its filesystem (non-Longhorn Filesystem volumes).
+pub fn shape_annotations(shared: bool, disk_image_for_vm: bool) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(keys::SHARED.to_string(), shared.to_string())]);
+    if disk_image_for_vm {
+        annotations.insert(keys::VOLUME_FOR_VM.into(), "true".into());
+    }
+    annotations
+}
+
 /// Whether a host PVC is an NFS export (RWX) rather than a disk for a VM.
 /// This driver records it at creation; for volumes made by the upstream
 /// driver the shape decides (Filesystem + RWX and no VM disk image).
 pub fn is_nfs_export(pvc: &PersistentVolumeClaim) -> bool {
     let annotations = pvc.metadata.annotations.as_ref();
-    match annotations.and_then(|a| a.get(crate::names::keys::SHARED)).map(String::as_str) {
+    match annotations.and_then(|a| a.get(keys::SHARED)).map(String::as_str) {
         Some(v) => v == "true",
         None => {
             pvc.spec.as_ref().is_some_and(|s| {
                 s.volume_mode.as_deref() == Some("Filesystem")
                     && s.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
-            }) && annotations.is_none_or(|a| !a.contains_key(crate::names::keys::VOLUME_FOR_VM))
+            }) && annotations.is_none_or(|a| !a.contains_key(keys::VOLUME_FOR_VM))
         }
     }
+}
+
+/// The host PV bound to a host PVC (the name of its Longhorn volume and NFS export).
+pub fn host_pv_name(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref())
+}
+
+/// Whether a host StorageClass is marked as the cluster default.
+pub fn is_default_class(sc: &StorageClass) -> bool {
+    sc.metadata.annotations.as_ref().and_then(|a| a.get(keys::DEFAULT_CLASS)).map(String::as_str) == Some("true")
 }
 
 pub fn pvc_phase(pvc: &PersistentVolumeClaim) -> &str {
@@ -204,6 +228,51 @@ mod tests {
     #[case("junk", None)]
     fn quantities(#[case] q: &str, #[case] want: Option<u64>) {
         assert_eq!(quantity_bytes(&Quantity(q.into())), want);
+    }
+
+    fn pvc(v: serde_json::Value) -> PersistentVolumeClaim {
+        serde_json::from_value(v).expect("PVC fixture parses")
+    }
+
+    #[rstest]
+    #[case::disk(shape_annotations(false, false), false)]
+    #[case::disk_image_on_a_filesystem(shape_annotations(false, true), false)]
+    #[case::export(shape_annotations(true, false), true)]
+    fn the_recorded_shape_decides(#[case] annotations: BTreeMap<String, String>, #[case] nfs: bool) {
+        // An RWX Filesystem spec that would read as an export without the record.
+        let mut p = pvc(json!({"spec": {"volumeMode": "Filesystem", "accessModes": ["ReadWriteMany"]}}));
+        p.metadata.annotations = Some(annotations);
+        assert_eq!(is_nfs_export(&p), nfs);
+    }
+
+    #[rstest]
+    #[case::rwx_filesystem(json!({"spec": {"volumeMode": "Filesystem", "accessModes": ["ReadWriteMany"]}}), true)]
+    #[case::rwx_block(json!({"spec": {"volumeMode": "Block", "accessModes": ["ReadWriteMany"]}}), false)]
+    #[case::rwo_filesystem(json!({"spec": {"volumeMode": "Filesystem", "accessModes": ["ReadWriteOnce"]}}), false)]
+    #[case::rwx_filesystem_vm_image(json!({"metadata": {"annotations": {"harvesterhci.io/volumeForVirtualMachine": "true"}},
+        "spec": {"volumeMode": "Filesystem", "accessModes": ["ReadWriteMany"]}}), false)]
+    #[case::no_spec(json!({}), false)]
+    fn upstream_volumes_are_told_by_their_shape(#[case] v: serde_json::Value, #[case] nfs: bool) {
+        assert_eq!(is_nfs_export(&pvc(v)), nfs);
+    }
+
+    #[rstest]
+    #[case::bound(json!({"spec": {"volumeName": "pvc-1234"}}), Some("pvc-1234"))]
+    #[case::unbound(json!({"spec": {}}), None)]
+    #[case::no_spec(json!({}), None)]
+    fn host_pvs(#[case] v: serde_json::Value, #[case] want: Option<&str>) {
+        assert_eq!(host_pv_name(&pvc(v)), want);
+    }
+
+    #[rstest]
+    #[case::default(json!({"storageclass.kubernetes.io/is-default-class": "true"}), true)]
+    #[case::not_default(json!({"storageclass.kubernetes.io/is-default-class": "false"}), false)]
+    #[case::unmarked(json!({}), false)]
+    fn default_classes(#[case] annotations: serde_json::Value, #[case] want: bool) {
+        let sc: StorageClass =
+            serde_json::from_value(json!({"metadata": {"name": "c", "annotations": annotations}, "provisioner": "p"}))
+                .expect("StorageClass fixture parses");
+        assert_eq!(is_default_class(&sc), want);
     }
 
     #[rstest]

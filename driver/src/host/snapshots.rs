@@ -11,6 +11,9 @@ use kube::api::{DynamicObject, ListParams, PostParams};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+
+use super::labels::{keys, Ownership};
 use super::pvc::quantity_bytes;
 use super::shape::{or_default, typed};
 use super::{snapshot_resource, vrb_resource, vrr_resource, Host};
@@ -118,9 +121,19 @@ impl HostSnapshot {
             taken => taken.parse().ok(),
         }
     }
-    /// The value of label `key` ("" when absent).
-    pub fn label(&self, key: &str) -> &str {
-        label(&self.metadata, key)
+    /// The host StorageClass of the PVC snapshotted, as recorded at creation ("" when not
+    /// recorded): a restore uses the same class.
+    pub fn source_storage_class(&self) -> &str {
+        label(&self.metadata, keys::SNAP_HOST_SC)
+    }
+    /// The volume mode of the PVC snapshotted, as recorded at creation ("" when not recorded).
+    pub fn source_volume_mode(&self) -> &str {
+        label(&self.metadata, keys::SNAP_HOST_VOLUME_MODE)
+    }
+    /// Made for a guest cluster, by this driver or by the upstream one (which records
+    /// only the source class): not some other host snapshot of the namespace.
+    pub fn is_guest_snapshot(&self) -> bool {
+        !self.source_storage_class().is_empty() || !label(&self.metadata, keys::MANAGED_BY).is_empty()
     }
 }
 
@@ -168,6 +181,18 @@ fn restore_of(obj: &DynamicObject) -> Result<RemoteRestore> {
     typed(obj, "VolumeRemoteRestore")
 }
 
+/// A new snapshot's labels: its owner, and the class and volume mode of its source
+/// (Block when unset) so a restore can recreate the same kind of volume.
+fn snapshot_labels(source: &PersistentVolumeClaim, owner: &Ownership) -> BTreeMap<String, String> {
+    let spec = source.spec.as_ref();
+    let class = spec.and_then(|s| s.storage_class_name.clone()).unwrap_or_default();
+    let mode = spec.and_then(|s| s.volume_mode.clone()).unwrap_or_else(|| "Block".into());
+    let mut labels = owner.labels();
+    labels.insert(keys::SNAP_HOST_SC.into(), class);
+    labels.insert(keys::SNAP_HOST_VOLUME_MODE.into(), mode);
+    labels
+}
+
 fn dynamic(v: Value) -> Result<DynamicObject> {
     serde_json::from_value(v).map_err(|e| Error::Internal(format!("building host object: {e}")))
 }
@@ -178,20 +203,23 @@ impl Host {
         self.call_opt("get volumesnapshot", api.get(name)).await?.as_ref().map(snapshot_of).transpose()
     }
 
-    /// Creates VolumeSnapshot `name` of host PVC `source_volume` (with the host's default
-    /// snapshot class when `class` is `None`).
+    /// Creates VolumeSnapshot `name` of host PVC `source` (with the host's default snapshot
+    /// class when `class` is `None`), recording the source's class and volume mode.
     pub async fn create_snapshot(
         &self,
         name: &str,
-        source_volume: &str,
+        source: &PersistentVolumeClaim,
         class: Option<&str>,
-        labels: &BTreeMap<String, String>,
+        owner: &Ownership,
     ) -> Result<HostSnapshot> {
         let api = self.dynamic(&snapshot_resource(), Some(&self.namespace));
+        let source_volume =
+            source.metadata.name.as_deref().ok_or_else(|| Error::Internal("source PVC has no name".into()))?;
         let mut spec = json!({"source": {"persistentVolumeClaimName": source_volume}});
         if let Some(c) = class {
             spec["volumeSnapshotClassName"] = json!(c);
         }
+        let labels = snapshot_labels(source, owner);
         let obj = dynamic(json!({
             "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
             "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
@@ -221,13 +249,10 @@ impl Host {
     }
 
     /// Creates VolumeRemoteBackup `name` of host PVC `source_volume` (a Longhorn backup).
-    pub async fn create_backup(
-        &self,
-        name: &str,
-        source_volume: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<RemoteBackup> {
+    pub async fn create_backup(&self, name: &str, source_volume: &str, owner: &Ownership) -> Result<RemoteBackup> {
         let api = self.dynamic(&vrb_resource(), Some(&self.namespace));
+        let mut labels = owner.labels();
+        labels.insert(keys::BACKUP_SOURCE_VOLUME.into(), source_volume.into());
         let obj = dynamic(json!({
             "apiVersion": "harvesterhci.io/v1beta1", "kind": "VolumeRemoteBackup",
             "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
@@ -259,13 +284,9 @@ impl Host {
 
     /// Creates VolumeRemoteRestore `name` from backup `from` (`namespace/name`); the host
     /// then makes the PVC `name`. Present already is fine.
-    pub async fn create_restore(
-        &self,
-        name: &str,
-        from: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<RemoteRestore> {
+    pub async fn create_restore(&self, name: &str, from: &str, owner: &Ownership) -> Result<RemoteRestore> {
         let api = self.dynamic(&vrr_resource(), Some(&self.namespace));
+        let labels = owner.labels();
         let obj = dynamic(json!({
             "apiVersion": "harvesterhci.io/v1beta1", "kind": "VolumeRemoteRestore",
             "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
@@ -323,13 +344,35 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_identity_and_labels() {
-        let s = snapshot(json!({"metadata": {"name": "snap-1", "labels": {"csi.harvesterhci.io/host-sc": "longhorn"}},
+    fn snapshot_identity() {
+        let s = snapshot(json!({"metadata": {"name": "snap-1"},
             "spec": {"source": {"persistentVolumeClaimName": "pvc-a"}, "volumeSnapshotClassName": "longhorn-snapshot"}}));
         assert_eq!((s.name(), s.source_volume()), ("snap-1", "pvc-a"));
-        assert_eq!(s.label("csi.harvesterhci.io/host-sc"), "longhorn");
-        assert_eq!(s.label("absent"), "");
-        assert_eq!(snapshot(json!({"metadata": {"labels": null}})).label("absent"), "");
+    }
+
+    #[rstest]
+    #[case::ours(json!({"app.kubernetes.io/managed-by": "harvester-csi-driver", "harvesterhci.io/snapHostSC": "longhorn",
+        "harvesterhci.io/snapHostVolumeMode": "Filesystem"}), "longhorn", "Filesystem", true)]
+    #[case::upstream_records_only_the_class(json!({"harvesterhci.io/snapHostSC": "longhorn"}), "longhorn", "", true)]
+    #[case::managed_without_source(json!({"app.kubernetes.io/managed-by": "harvester-csi-driver"}), "", "", true)]
+    #[case::someone_elses(json!({"app": "backup-tool"}), "", "", false)]
+    #[case::no_labels(json!(null), "", "", false)]
+    fn snapshot_labels_read(#[case] labels: Value, #[case] class: &str, #[case] mode: &str, #[case] guest: bool) {
+        let s = snapshot(json!({"metadata": {"name": "snap-1", "labels": labels}}));
+        assert_eq!((s.source_storage_class(), s.source_volume_mode(), s.is_guest_snapshot()), (class, mode, guest));
+    }
+
+    #[rstest]
+    #[case::filesystem(json!({"spec": {"storageClassName": "longhorn-fast", "volumeMode": "Filesystem"}}), "longhorn-fast", "Filesystem")]
+    #[case::mode_unset_is_block(json!({"spec": {"storageClassName": "longhorn"}}), "longhorn", "Block")]
+    #[case::no_spec(json!({}), "", "Block")]
+    fn new_snapshots_record_their_source(#[case] source: Value, #[case] class: &str, #[case] mode: &str) {
+        let source: PersistentVolumeClaim = serde_json::from_value(source).expect("PVC fixture parses");
+        let labels = snapshot_labels(&source, &Ownership::of_cluster(Some("prod")));
+        let written = snapshot(json!({"metadata": {"labels": labels}}));
+        assert_eq!((written.source_storage_class(), written.source_volume_mode()), (class, mode));
+        assert!(written.is_guest_snapshot());
+        assert_eq!(labels.get(keys::GUEST_CLUSTER).map(String::as_str), Some("prod"));
     }
 
     #[rstest]

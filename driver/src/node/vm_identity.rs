@@ -98,12 +98,8 @@ pub async fn discover(host: &Host, root: &Path, override_id: Option<&str>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
     fn vmi(name: &str, uuid: &str, macs: &[&str]) -> Vmi {
-        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"domain": {"firmware": {"uuid": uuid}}},
-               "status": {"interfaces": macs.iter().map(|m| json!({"mac": m})).collect::<Vec<_>>()}}))
-        .expect("VMI fixture parses")
+        Vmi::with_identity(name, uuid, macs)
     }
 
     #[test]

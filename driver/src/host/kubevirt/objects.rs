@@ -268,6 +268,22 @@ impl Vmi {
     }
 }
 
+#[cfg(test)]
+impl Vmi {
+    /// A VMI with only what identifies it: name, firmware UUID and interface MACs.
+    pub fn with_identity(name: &str, uuid: &str, macs: &[&str]) -> Self {
+        let interfaces = macs.iter().map(|m| Interface { mac: Some(m.to_string()) }).collect();
+        Self {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            spec: InstanceSpec {
+                domain: Domain { firmware: Firmware { uuid: Some(uuid.into()) }, ..Default::default() },
+                ..Default::default()
+            },
+            status: VmiStatus { interfaces: Some(interfaces), ..Default::default() },
+        }
+    }
+}
+
 impl Volume {
     pub fn name(&self) -> &str {
         text(&self.name)
@@ -420,6 +436,15 @@ mod tests {
         let empty = vmi(json!({}));
         assert_eq!((empty.name(), empty.firmware_uuid(), empty.node_name()), ("", "", ""));
         assert_eq!(empty.interface_macs().count(), 0);
+    }
+
+    #[test]
+    fn the_identity_constructor_matches_the_wire_shape() {
+        let wire = vmi(json!({"metadata": {"name": "g"}, "spec": {"domain": {"firmware": {"uuid": "u"}}},
+            "status": {"interfaces": [{"mac": "52:54:00:00:00:01"}]}}));
+        let built = Vmi::with_identity("g", "u", &["52:54:00:00:00:01"]);
+        assert_eq!((built.name(), built.firmware_uuid()), (wire.name(), wire.firmware_uuid()));
+        assert_eq!(built.interface_macs().collect::<Vec<_>>(), wire.interface_macs().collect::<Vec<_>>());
     }
 
     #[test]
