@@ -306,7 +306,9 @@ impl Mounter for LinuxMounter {
         // Each tool reads the superblock without changing anything, mounted or not.
         let cmd = match fs {
             FsType::Ext4 => Cmd::new("dumpe2fs").args(["-h", "--"]).arg(device),
-            FsType::Xfs => Cmd::new("xfs_db").args(["-r", "-c", "sb 0", "-c", "p dblocks blocksize", "--"]).arg(device),
+            // xfs_info asks the kernel when the device is mounted (the on-disk superblock lags
+            // behind an online grow) and reads the superblock with xfs_db when it is not.
+            FsType::Xfs => Cmd::new("xfs_info").arg(device),
             FsType::Btrfs => Cmd::new("btrfs").args(["inspect-internal", "dump-super", "--"]).arg(device),
         };
         let out = cmd.run(self.timeout).await?;
@@ -373,7 +375,7 @@ impl Mounter for LinuxMounter {
 }
 
 /// The filesystem's size from a superblock dump: ext4 `dumpe2fs -h` (block
-/// count × block size), `xfs_db` (dblocks × blocksize), btrfs `dump-super`
+/// count × block size), `xfs_info` (data blocks × bsize), btrfs `dump-super`
 /// (total_bytes).
 fn superblock_size(fs: FsType, dump: &str) -> Option<u64> {
     let field = |names: &[&str], sep: char| -> Option<u64> {
@@ -384,7 +386,16 @@ fn superblock_size(fs: FsType, dump: &str) -> Option<u64> {
     };
     match fs {
         FsType::Ext4 => field(&["Block count"], ':')?.checked_mul(field(&["Block size"], ':')?),
-        FsType::Xfs => field(&["dblocks"], '=')?.checked_mul(field(&["blocksize"], '=')?),
+        FsType::Xfs => {
+            // data     =                       bsize=4096   blocks=81920, imaxpct=25
+            let data = dump.lines().find(|l| l.trim_start().starts_with("data "))?;
+            let value = |key: &str| -> Option<u64> {
+                data.split(|c: char| c.is_whitespace() || c == ',')
+                    .find_map(|w| w.strip_prefix(key))
+                    .and_then(|v| v.parse().ok())
+            };
+            value("blocks=")?.checked_mul(value("bsize=")?)
+        }
         FsType::Btrfs => dump.lines().find_map(|l| {
             let mut parts = l.split_whitespace();
             (parts.next() == Some("total_bytes")).then(|| parts.next()?.parse().ok()).flatten()
@@ -675,11 +686,12 @@ mod tests {
     fn superblock_dumps() {
         let ext4 = "Filesystem volume name:   <none>\nBlock count:              65536\nReserved block count:     3276\nBlock size:               4096\n";
         assert_eq!(superblock_size(FsType::Ext4, ext4), Some(65536 * 4096));
-        assert_eq!(superblock_size(FsType::Xfs, "dblocks = 81920\nblocksize = 4096\n"), Some(81920 * 4096));
+        let xfs = "meta-data=/dev/loop3             isize=512    agcount=4, agsize=20480 blks\n         =                       sectsz=512   attr=2, projid32bit=1\ndata     =                       bsize=4096   blocks=81920, imaxpct=25\n         =                       sunit=0      swidth=0 blks\nnaming   =version 2              bsize=4096   ascii-ci=0, ftype=1\nlog      =internal log           bsize=4096   blocks=16384, version=2\n";
+        assert_eq!(superblock_size(FsType::Xfs, xfs), Some(81920 * 4096));
         let btrfs = "superblock: bytenr=65536, device=/dev/loop3\ntotal_bytes\t\t268435456\nbytes_used\t\t147456\ndev_item.total_bytes\t268435456\n";
         assert_eq!(superblock_size(FsType::Btrfs, btrfs), Some(268435456));
         assert_eq!(superblock_size(FsType::Ext4, "Block count: 12\n"), None, "no block size");
-        assert_eq!(superblock_size(FsType::Xfs, "dblocks = lots\nblocksize = 4096"), None);
+        assert_eq!(superblock_size(FsType::Xfs, "data     =   bsize=4096   blocks=lots, imaxpct=25"), None);
     }
 
     #[test]
