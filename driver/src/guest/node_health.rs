@@ -18,7 +18,7 @@ use crate::names;
 
 const LEASE: &str = "harvester-csi-node-monitor";
 const LEASE_NS: &str = "kube-system";
-const TAINT: &str = "node.kubernetes.io/out-of-service";
+use super::OUT_OF_SERVICE_TAINT as TAINT;
 /// Marks a taint this controller added, so it never removes someone else's.
 const ADDED_BY_US: &str = "csi.harvesterhci.io/out-of-service-taint";
 const LEASE_SECONDS: i32 = 15;
@@ -100,7 +100,7 @@ fn vm_of(node: &Node) -> String {
 /// `None` when the host cannot be asked or has no such VM: a node this driver
 /// cannot map to a VM (another infrastructure, a deleted VM) is never tainted.
 async fn vm_healthy(host: &Host, vm: &str) -> Option<bool> {
-    Some(host.get_vm(vm).await.ok()??.running_and_ready())
+    Some(host.get_vm(vm).await.ok()??.is_running())
 }
 
 async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::Result<()> {

@@ -175,9 +175,17 @@ impl Vm {
     pub fn printable_status(&self) -> &str {
         text(&self.status.printable_status)
     }
-    /// Running and reported ready by KubeVirt.
-    pub fn running_and_ready(&self) -> bool {
+    /// Running with its guest up (`printableStatus` Running and `ready`): the only
+    /// state in which a disk may be plugged into it.
+    pub fn is_running(&self) -> bool {
         self.printable_status() == "Running" && self.status.ready == Some(true)
+    }
+    /// The printable status for messages ("unknown" when unset).
+    pub fn status_for_messages(&self) -> &str {
+        match self.printable_status() {
+            "" => "unknown",
+            s => s,
+        }
     }
     pub fn template_volumes(&self) -> &[Volume] {
         list(&self.spec.template.spec.volumes)
@@ -379,9 +387,11 @@ mod tests {
     #[case::stopped(json!({"status": {"printableStatus": "Stopped", "ready": true}}), "Stopped", false)]
     #[case::no_status(json!({"metadata": {"name": "vm"}}), "", false)]
     #[case::null_status(json!({"status": null}), "", false)]
-    fn vm_state(#[case] v: Value, #[case] printable: &str, #[case] running_and_ready: bool) {
+    fn vm_state(#[case] v: Value, #[case] printable: &str, #[case] running: bool) {
         let vm = vm(v);
-        assert_eq!((vm.printable_status(), vm.running_and_ready()), (printable, running_and_ready));
+        assert_eq!((vm.printable_status(), vm.is_running()), (printable, running));
+        let shown = if printable.is_empty() { "unknown" } else { printable };
+        assert_eq!(vm.status_for_messages(), shown);
     }
 
     #[rstest]
