@@ -365,6 +365,10 @@ impl Mounter for LinuxMounter {
         }
     }
 
+    fn is_block_device(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+    }
+
     fn is_same_device_node(&self, a: &Path, b: &Path) -> bool {
         super::targets::same_device_node(a, b)
     }

@@ -238,6 +238,9 @@ pub trait Mounter: Send + Sync {
     /// (stat fails with ENOTCONN, EIO or ESTALE).
     fn is_stale(&self, target: &Path) -> bool;
 
+    /// Whether `path` is a block device node (not a file or anything else a link could name).
+    fn is_block_device(&self, path: &Path) -> bool;
+
     /// Whether `a` is the block device node `b` (or a bind of it): same device
     /// number, and both really device nodes.
     fn is_same_device_node(&self, a: &Path, b: &Path) -> bool;
