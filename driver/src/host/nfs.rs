@@ -70,6 +70,20 @@ impl Host {
         self.call_opt("delete networkfilesystem", self.nfs_api().delete(pv, &Default::default())).await.map(|_| ())
     }
 
+    /// Host PVs whose export is enabled and ready: every VM can mount those.
+    pub async fn ready_exports(&self) -> Result<std::collections::BTreeSet<String>> {
+        let list = self.call("list networkfilesystems", self.nfs_api().list(&Default::default())).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|o| {
+                let export = export_of(&o.data);
+                export.ready && export.desired_enabled
+            })
+            .filter_map(|o| o.metadata.name)
+            .collect())
+    }
+
     /// Watches until the export is Enabled and Ready.
     pub async fn wait_nfs_ready(&self, pv: &str, deadline: Instant) -> Result<Export> {
         let found = wait_for(self.nfs_api(), pv, deadline, &format!("NFS export {pv} to become ready"), |o| {
