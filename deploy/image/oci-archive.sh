@@ -23,6 +23,8 @@ usage: oci-archive.sh --ref REGISTRY/REPO:TAG --out FILE.tar
                       (--rootfs DIR | --layer FILE.tar[.gz])...
                       [--entrypoint ARG]... [--cmd ARG]... [--env K=V]... [--label K=V]...
                       [--workdir DIR] [--user USER] [--arch amd64|arm64|...] [--created RFC3339]
+       oci-archive.sh --pack-layer DIR --out FILE.tar.gz
+                      (only packs DIR as a gzip layer, to cache and pass later with --layer)
 
   --ref         fully qualified name, e.g. docker.io/library/busybox:1.36 (a bare
                 "busybox:1" is refused: CRI image lookups need the full name)
@@ -33,12 +35,15 @@ usage: oci-archive.sh --ref REGISTRY/REPO:TAG --out FILE.tar
   --env/--label repeatable; --env PATH=... replaces the default PATH
   --arch        default: this machine's (uname -m mapped to the OCI name)
   --created     default: $SOURCE_DATE_EPOCH if set, else 1970-01-01T00:00:00Z (reproducible)
+
+With SOURCE_DATE_EPOCH set, file times newer than it are clamped to it, so the
+same sources pack to the same archive.
 EOF
 }
 
 die() { echo "oci-archive.sh: $*" >&2; exit 2; }
 
-ref="" out="" workdir="" user="" arch="" created=""
+ref="" out="" workdir="" user="" arch="" created="" pack_layer=""
 layers=() entrypoint=() cmd=() envs=() labels=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -54,16 +59,41 @@ while [ $# -gt 0 ]; do
     --user) user=${2?}; shift 2 ;;
     --arch) arch=${2:?--arch needs a value}; shift 2 ;;
     --created) created=${2:?--created needs a value}; shift 2 ;;
+    --pack-layer) [ -d "${2:-}" ] || die "--pack-layer ${2:-}: not a directory"; pack_layer=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
 done
-[ -n "$ref" ] || { usage >&2; die "--ref is required"; }
 [ -n "$out" ] || { usage >&2; die "--out is required"; }
-[ ${#layers[@]} -gt 0 ] || { usage >&2; die "at least one --rootfs or --layer is required"; }
 for tool in tar gzip sha256sum jq; do
   command -v "$tool" >/dev/null || die "$tool is required (apt-get install $tool)"
 done
+
+# pack_dir DIR FILE.tar: one layer's tar. Numeric owners and sorted names: the same
+# tree packs to the same bytes. The directory's own entry ("./") is left out, so a
+# scratch directory's 0700 mode never becomes the container's root directory mode.
+pack_dir() {
+  local clamp=()
+  [ -n "${SOURCE_DATE_EPOCH:-}" ] && clamp=(--mtime="@$SOURCE_DATE_EPOCH" --clamp-mtime)
+  (cd "$1" && find . -mindepth 1 -maxdepth 1 -printf '%P\0') | LC_ALL=C sort -z |
+    tar --create --file "$2" --directory "$1" --numeric-owner --sort=name ${clamp[@]+"${clamp[@]}"} \
+      --format=pax --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+      --xattrs --xattrs-include='security.capability' --null --files-from=- ||
+    die "$1: tar failed"
+}
+
+if [ -n "$pack_layer" ]; then
+  [ -z "$ref" ] && [ ${#layers[@]} -eq 0 ] || die "--pack-layer takes only --out"
+  mkdir -p "$(dirname "$out")"
+  tmp=$(mktemp "$out.XXXXXX")
+  trap 'rm -f "$tmp" "$tmp.gz"' EXIT
+  pack_dir "$pack_layer" "$tmp"
+  gzip -n -6 -c "$tmp" > "$tmp.gz" && mv "$tmp.gz" "$out"
+  echo "$out: layer of $pack_layer"
+  exit 0
+fi
+[ -n "$ref" ] || { usage >&2; die "--ref is required"; }
+[ ${#layers[@]} -gt 0 ] || { usage >&2; die "at least one --rootfs or --layer is required"; }
 
 # REGISTRY/REPO[/...]:TAG where REGISTRY has a dot or a port or is localhost.
 name=${ref%:*} tag=${ref##*:}
@@ -114,10 +144,7 @@ for layer in "${layers[@]}"; do
   i=$((i + 1))
   kind=${layer%%:*} src=${layer#*:}
   if [ "$kind" = dir ]; then
-    # Numeric owners and sorted names: the same tree packs to the same bytes.
-    tar --create --file "$work/layer.tar" --directory "$src" --numeric-owner --sort=name \
-      --format=pax --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-      --xattrs --xattrs-include='security.capability' .
+    pack_dir "$src" "$work/layer.tar"
     diff_id=$(sha "$work/layer.tar")
     gzip -n -6 "$work/layer.tar"
     gz="$work/layer.tar.gz"
