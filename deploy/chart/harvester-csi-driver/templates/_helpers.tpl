@@ -95,7 +95,7 @@ imagePullSecrets:
      is the path below the host directory, empty without $(NODE_NAME)). */}}
 {{- define "hcsi.kubeletRoot" -}}
 {{- $dir := trimSuffix "/" .Values.kubeletRootDir -}}
-{{- if not (hasPrefix "/" $dir) -}}{{- fail (printf "kubeletRootDir %q must be an absolute path" .Values.kubeletRootDir) -}}{{- end -}}
+{{- if not (hasPrefix "/" $dir) -}}{{- fail (printf "kubeletRootDir %q must be an absolute path below /" .Values.kubeletRootDir) -}}{{- end -}}
 {{- $dir -}}
 {{- end -}}
 {{- define "hcsi.kubeletHostDir" -}}
