@@ -21,6 +21,7 @@ fn case(name: &str) -> Render {
     match name {
         "default" => Render::default(),
         "snapshot-api" => Render::default().api_version("snapshot.storage.k8s.io/v1"),
+        "kind" => Render::default().values(deploy_checks::repo_root().join("kind-config/values-kind.yaml")),
         other => Render::default().values(test_values(other)),
     }
 }
@@ -35,6 +36,7 @@ const CASES: &[&str] = &[
     "local-cluster",
     "upstream",
     "everything",
+    "kind",
 ];
 
 fn render(major: Major, name: &str) -> Vec<Value> {
