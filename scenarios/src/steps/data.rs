@@ -45,10 +45,16 @@ async fn as_identity(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&input).await?;
-    }
+    // A program refused (permission denied) exits before reading its input: its
+    // own message below says why, not the broken pipe this write then meets.
+    let fed = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(&input).await,
+        None => Ok(()),
+    };
     let out = child.wait_with_output().await?;
+    if out.status.success() {
+        fed?;
+    }
     if out.status.success() {
         Ok(out.stdout)
     } else {
