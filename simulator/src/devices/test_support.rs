@@ -1,0 +1,94 @@
+//! Fixtures for the device tests: a manager in a temporary directory that
+//! releases whatever it left on the host, and small host queries.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use syskit::{find_program, mountinfo};
+
+use super::{DeviceManager, DeviceMode};
+
+pub const MIB: u64 = 1024 * 1024;
+
+/// Field order matters: the manager goes first, then the cleanup guard, and
+/// the temporary directory last, after nothing is mounted in it any more.
+pub struct Fixture {
+    pub dm: DeviceManager,
+    _cleanup: Cleanup,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new(mode: DeviceMode) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical tempdir");
+        Fixture { dm: DeviceManager::new(&root, mode), _cleanup: Cleanup { root }, dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Runs even when an assertion fails, so a broken test does not leave loop
+/// devices or mounts behind on the host. Synchronous on purpose: Drop cannot
+/// await, and the runtime may already be gone.
+struct Cleanup {
+    root: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Ok(entries) = mountinfo::read().and_then(|text| mountinfo::parse(&text)) {
+            let mut points: Vec<PathBuf> =
+                entries.into_iter().map(|e| e.info.target).filter(|p| p.starts_with(&self.root)).collect();
+            points.reverse();
+            for point in points {
+                let _ = Command::new(find_program("umount")).arg("--lazy").arg(&point).status();
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(self.root.join("volumes")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(out) = Command::new(find_program("losetup"))
+                .args(["--list", "--noheadings", "--output", "NAME", "--associated"])
+                .arg(entry.path())
+                .output()
+            else {
+                continue;
+            };
+            for dev in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new(find_program("losetup")).args(["--detach", dev.trim()]).status();
+            }
+        }
+    }
+}
+
+pub fn loop_ready() -> bool {
+    match DeviceManager::new("/nonexistent", DeviceMode::Loop).check() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("skipping: needs root and loop devices ({e})");
+            false
+        }
+    }
+}
+
+pub fn device_size(dev: &Path) -> u64 {
+    let out = Command::new(find_program("blockdev")).arg("--getsize64").arg(dev).output().expect("blockdev");
+    assert!(out.status.success(), "blockdev failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("size")
+}
+
+pub fn sh(program: &str, args: &[&OsStr]) {
+    let status = Command::new(find_program(program)).args(args).status().expect("spawn");
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+pub fn is_loop_device(path: &Path) -> bool {
+    path.to_str()
+        .and_then(|p| p.strip_prefix("/dev/loop"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
