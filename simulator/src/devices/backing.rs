@@ -6,12 +6,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use syskit::Cmd;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::error::{io_err, DeviceError, Result};
 use super::files::{canonical_if_exists, remove_if_exists};
 use super::names::check_name;
-use super::{loops, DeviceManager, DeviceMode, SLOW_COMMAND_TIMEOUT};
+use super::{DeviceManager, DeviceMode, SLOW_COMMAND_TIMEOUT};
 
 impl DeviceManager {
     /// Creates the sparse backing file. Idempotent; an existing file that is already
@@ -75,11 +75,7 @@ impl DeviceManager {
         }
         // An explicit grow refreshes even when the size is unchanged, so a grow
         // retried after a crash between set_len and the refresh still completes.
-        for dev in self.loops_at(path).await? {
-            loops::refresh_capacity(&dev).await?;
-            debug!(volume, device = %dev.display(), "refreshed loop capacity");
-        }
-        Ok(())
+        self.refresh_capacity(path).await
     }
 
     /// Deletes the volume: stops its export, removes every by-id link that leads to

@@ -5,12 +5,11 @@ use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use syskit::{find_program, mountinfo};
 
 use super::mounts::mount_source;
-use super::test_support::{device_size, is_loop_device, loop_ready, sh, Fixture, MIB};
+use super::test_support::{device_size, is_loop_device, loop_ready, sh, wait_for_loops, Fixture, MIB};
 use super::{loops, DeviceMode};
 
 #[tokio::test]
@@ -39,17 +38,7 @@ async fn loop_attach_grow_detach_delete() {
 
     dm.detach("vm1", "vol", "virtio-vol").await.unwrap();
     assert!(std::fs::symlink_metadata(&link).is_err());
-    // A child forked by a concurrent test holds a copy of any open descriptor until its
-    // exec, which defers the kernel's auto-clear by a moment: the device must go, soon.
-    let mut left = dm.loop_devices_of("vol").await.unwrap();
-    for _ in 0..40 {
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        left = dm.loop_devices_of("vol").await.unwrap();
-    }
-    assert!(left.is_empty(), "loop devices still attached: {left:?}");
+    wait_for_loops(dm, "vol", &[]).await;
     dm.detach("vm1", "vol", "virtio-vol").await.unwrap();
 
     dm.delete_backing_file("vol").await.unwrap();
@@ -83,15 +72,7 @@ async fn loop_detach_while_mounted_releases_on_unmount() {
     dm.detach("vm1", "vol", "disk").await.unwrap();
 
     sh("umount", &[mnt.as_os_str()]);
-    let mut remaining = dm.loop_devices_of("vol").await.unwrap();
-    for _ in 0..50 {
-        if remaining.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        remaining = dm.loop_devices_of("vol").await.unwrap();
-    }
-    assert!(remaining.is_empty(), "still backed: {remaining:?}");
+    wait_for_loops(dm, "vol", &[]).await;
     dm.delete_backing_file("vol").await.unwrap();
 }
 
@@ -145,6 +126,7 @@ async fn loop_reconcile_repairs_lost_devices_and_stale_links() {
 
     // As after a host reboot: a's device is gone and its link is dangling.
     sh("losetup", &[OsStr::new("--detach"), dev_a.as_os_str()]);
+    wait_for_loops(dm, "a", &[]).await;
     // A crash between losetup and linking leaves an unlinked device of b.
     let file_b = dm.backing_file("b").canonicalize().unwrap();
     let out = Command::new(find_program("losetup")).args(["--find", "--show"]).arg(&file_b).output().unwrap();
@@ -214,6 +196,35 @@ async fn loop_concurrent_attaches_get_distinct_devices() {
     for (i, v) in ["v1", "v2", "v3", "v4"].iter().enumerate() {
         assert_eq!(dm.loop_devices_of(v).await.unwrap(), vec![devs[i].clone()]);
         dm.detach("vm", v, &format!("l{}", i + 1)).await.unwrap();
-        assert!(dm.loop_devices_of(v).await.unwrap().is_empty());
+        wait_for_loops(dm, v, &[]).await;
     }
+}
+
+#[tokio::test]
+async fn loop_a_device_on_its_way_out_counts_as_released() {
+    if !loop_ready() {
+        return;
+    }
+    let fx = Fixture::new(DeviceMode::Loop);
+    let dm = &fx.dm;
+    dm.create_backing_file("vol", 16 * MIB).await.unwrap();
+    let file = dm.backing_file("vol");
+    let dev = dm.attach("vm1", "vol", "disk").await.unwrap();
+    assert!(!dm.is_released(&file, &dev).await.unwrap(), "attached and live");
+
+    // Any opener defers the kernel's clear, as a `losetup --associated` elsewhere does.
+    let held = std::fs::File::open(&dev).unwrap();
+    dm.detach("vm1", "vol", "disk").await.unwrap();
+    assert_eq!(dm.loop_devices_of("vol").await.unwrap(), vec![dev.clone()], "still there while held");
+    assert!(dm.is_released(&file, &dev).await.unwrap());
+    dm.release_loop(&file, &dev).await.unwrap();
+    dm.grow_backing_file("vol", 32 * MIB).await.unwrap();
+    let again = dm.attach("vm1", "vol", "disk").await.unwrap();
+    assert_ne!(again, dev, "a device on its way out is never handed out again");
+    dm.detach("vm1", "vol", "disk").await.unwrap();
+
+    drop(held);
+    wait_for_loops(dm, "vol", &[]).await;
+    assert!(dm.is_released(&file, &dev).await.unwrap(), "gone counts too");
+    dm.delete_backing_file("vol").await.unwrap();
 }

@@ -45,16 +45,43 @@ impl DeviceManager {
         Ok(live)
     }
 
+    /// Detaches `dev` from `file`. The kernel frees the device when its last opener
+    /// closes it, so it may linger a moment with auto-clear set (anything on the
+    /// machine can hold it open briefly; `losetup --associated` itself opens the
+    /// devices it reports). Such a device is already released: a second detach of it
+    /// fails while the kernel tears it down, and that failure is not an error here.
     pub(super) async fn release_loop(&self, file: &Path, dev: &Path) -> Result<()> {
         match Cmd::admin_tool("losetup").arg("--detach").arg(dev).run(COMMAND_TIMEOUT).await {
             Ok(_) => Ok(()),
-            // Someone else freeing it first is the outcome we wanted anyway.
-            Err(e) if !self.loops_at(file).await?.iter().any(|d| d == dev) => {
-                debug!(device = %dev.display(), error = %e, "loop device already gone");
+            Err(e) if self.is_released(file, dev).await? => {
+                debug!(device = %dev.display(), error = %e, "loop device already released");
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Re-reads the backing file's size into every device of `file`, as after a real
+    /// online expansion. A device that goes away meanwhile needs no refresh.
+    pub(super) async fn refresh_capacity(&self, file: &Path) -> Result<()> {
+        for dev in self.loops_at(file).await? {
+            match Cmd::admin_tool("losetup").arg("--set-capacity").arg(&dev).run(COMMAND_TIMEOUT).await {
+                Ok(_) => debug!(device = %dev.display(), "refreshed loop capacity"),
+                Err(e) if !self.loops_at(file).await?.contains(&dev) => {
+                    debug!(device = %dev.display(), error = %e, "loop device went away before its refresh");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Gone from `file`, or marked to be freed on its last close.
+    pub(super) async fn is_released(&self, file: &Path, dev: &Path) -> Result<bool> {
+        if !self.loops_at(file).await?.iter().any(|d| d == dev) {
+            return Ok(true);
+        }
+        Ok(autoclear(dev).await == Some(true))
     }
 }
 
@@ -100,11 +127,4 @@ pub(super) async fn create(file_abs: &Path) -> Result<PathBuf> {
             expected: "the name of the new device",
         }),
     }
-}
-
-/// Makes the kernel re-read the backing file's size, as after a real online
-/// expansion.
-pub(super) async fn refresh_capacity(dev: &Path) -> Result<()> {
-    Cmd::admin_tool("losetup").arg("--set-capacity").arg(dev).run(COMMAND_TIMEOUT).await?;
-    Ok(())
 }

@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use syskit::{find_program, mountinfo};
 
@@ -73,6 +74,37 @@ pub fn loop_ready() -> bool {
             eprintln!("skipping: needs root and loop devices ({e})");
             false
         }
+    }
+}
+
+/// How long a released loop device may take to disappear. Normally milliseconds;
+/// generous because the machine may be busy with other builds and tests.
+const RELEASE_BOUND: Duration = Duration::from_secs(30);
+
+/// Waits until the volume's loop devices are exactly `want` (in any order), for
+/// [`RELEASE_BOUND`] at most, and fails the test with what is left otherwise.
+///
+/// Releasing a loop device is asynchronous: the kernel frees it on its last close,
+/// and anything on the machine may hold it open for a moment. `losetup
+/// --associated`, which this manager, other tests and other simulators run all
+/// the time, opens every device backed by the file it asks about. So a test waits
+/// for a release instead of assuming it, and compares only devices of its own
+/// files.
+pub async fn wait_for_loops(dm: &DeviceManager, volume: &str, want: &[PathBuf]) {
+    let mut want = want.to_vec();
+    want.sort();
+    let started = Instant::now();
+    loop {
+        let mut now = dm.loop_devices_of(volume).await.expect("listing loop devices");
+        now.sort();
+        if now == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < RELEASE_BOUND,
+            "loop devices of {volume} are still {now:?} after {RELEASE_BOUND:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

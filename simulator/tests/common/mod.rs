@@ -15,6 +15,7 @@ use http_body_util::BodyExt;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{json, Value};
+use syskit::{find_program, mountinfo};
 
 /// Latencies short enough for tests, long enough that phases are observable.
 pub const FAST_TIMING: &str =
@@ -98,15 +99,13 @@ impl Drop for HostCleanup {
 /// files below it. Only touches what lives under `dir`.
 pub fn release_host_resources(dir: &Path) {
     let Ok(dir) = dir.canonicalize() else { return };
-    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-        for line in mounts.lines() {
-            let Some(target) = line.split_whitespace().nth(1) else { continue };
-            if Path::new(target).starts_with(&dir) {
-                let _ = std::process::Command::new("umount").arg("--lazy").arg(target).status();
-            }
+    if let Ok(entries) = mountinfo::read().and_then(|text| mountinfo::parse(&text)) {
+        // Innermost first, so a mount below another one is not left stranded.
+        for entry in entries.iter().rev().filter(|e| e.info.target.starts_with(&dir)) {
+            let _ = std::process::Command::new(find_program("umount")).arg("--lazy").arg(&entry.info.target).status();
         }
     }
-    let Ok(out) = std::process::Command::new("losetup")
+    let Ok(out) = std::process::Command::new(find_program("losetup"))
         .args(["--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"])
         .output()
     else {
@@ -116,7 +115,7 @@ pub fn release_host_resources(dir: &Path) {
         let Some((dev, file)) = line.split_once(' ') else { continue };
         let file = file.trim().trim_end_matches(" (deleted)");
         if Path::new(file).starts_with(&dir) {
-            let _ = std::process::Command::new("losetup").args(["--detach", dev]).status();
+            let _ = std::process::Command::new(find_program("losetup")).args(["--detach", dev]).status();
         }
     }
 }
