@@ -1,4 +1,5 @@
-//! The device manager against real loop devices and mounts (root only).
+//! The device manager against real loop devices and mounts. Root only, so every
+//! test is `#[ignore]`d; CI runs them as root with `--include-ignored`.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -9,14 +10,13 @@ use std::process::Command;
 use syskit::{find_program, mountinfo};
 
 use super::mounts::mount_source;
-use super::test_support::{device_size, is_loop_device, loop_ready, sh, wait_for_loops, Fixture, MIB};
+use super::test_support::{device_size, is_loop_device, require_loop_devices, sh, wait_for_loops, Fixture, MIB};
 use super::{loops, DeviceMode};
 
 #[tokio::test]
+#[ignore = "needs root: real loop devices and mounts"]
 async fn loop_attach_grow_detach_delete() {
-    if !loop_ready() {
-        return;
-    }
+    require_loop_devices();
     let fx = Fixture::new(DeviceMode::Loop);
     let dm = &fx.dm;
     dm.check().unwrap();
@@ -48,10 +48,9 @@ async fn loop_attach_grow_detach_delete() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: real loop devices and mounts"]
 async fn loop_detach_while_mounted_releases_on_unmount() {
-    if !loop_ready() {
-        return;
-    }
+    require_loop_devices();
     let fx = Fixture::new(DeviceMode::Loop);
     let dm = &fx.dm;
     dm.create_backing_file("vol", 32 * MIB).await.unwrap();
@@ -77,10 +76,9 @@ async fn loop_detach_while_mounted_releases_on_unmount() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: real loop devices and mounts"]
 async fn loop_export_formats_once() {
-    if !loop_ready() {
-        return;
-    }
+    require_loop_devices();
     let fx = Fixture::new(DeviceMode::Loop);
     let dm = &fx.dm;
     assert!(dm.start_export("vol").await.is_err(), "no backing file yet");
@@ -113,10 +111,9 @@ async fn loop_export_formats_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: real loop devices and mounts"]
 async fn loop_reconcile_repairs_lost_devices_and_stale_links() {
-    if !loop_ready() {
-        return;
-    }
+    require_loop_devices();
     let fx = Fixture::new(DeviceMode::Loop);
     let dm = &fx.dm;
     dm.create_backing_file("a", 8 * MIB).await.unwrap();
@@ -172,10 +169,9 @@ async fn loop_reconcile_repairs_lost_devices_and_stale_links() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: real loop devices and mounts"]
 async fn loop_concurrent_attaches_get_distinct_devices() {
-    if !loop_ready() {
-        return;
-    }
+    require_loop_devices();
     let fx = Fixture::new(DeviceMode::Loop);
     let dm = &fx.dm;
     for v in ["v1", "v2", "v3", "v4"] {
@@ -201,10 +197,9 @@ async fn loop_concurrent_attaches_get_distinct_devices() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: real loop devices and mounts"]
 async fn loop_a_device_on_its_way_out_counts_as_released() {
-    if !loop_ready() {
-        return;
-    }
+    require_loop_devices();
     let fx = Fixture::new(DeviceMode::Loop);
     let dm = &fx.dm;
     dm.create_backing_file("vol", 16 * MIB).await.unwrap();

@@ -41,13 +41,11 @@ pub fn is_root() -> bool {
         && std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control").is_ok()
 }
 
-/// Prints why a root-only test does nothing and tells the caller to return.
-pub fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIP {test}: needs root and /dev/loop-control for real loop devices");
-    true
+/// First line of every test marked `#[ignore = "needs root: ..."]`: run anyway
+/// (`--ignored`) without root, it fails saying so instead of passing without
+/// having tested anything.
+pub fn require_root() {
+    assert!(is_root(), "this test needs root and /dev/loop-control for real loop devices; run it as root");
 }
 
 #[derive(Debug, Clone)]
