@@ -11,7 +11,7 @@ use syskit::{find_program, mountinfo};
 
 use super::mounts::mount_source;
 use super::test_support::{device_size, is_loop_device, require_loop_devices, sh, wait_for_loops, Fixture, MIB};
-use super::{loops, DeviceMode};
+use super::{loops, release_host_resources, DeviceMode};
 
 #[tokio::test]
 #[ignore = "needs root: real loop devices and mounts"]
@@ -222,4 +222,27 @@ async fn loop_a_device_on_its_way_out_counts_as_released() {
     wait_for_loops(dm, "vol", &[]).await;
     assert!(dm.is_released(&file, &dev).await.unwrap(), "gone counts too");
     dm.delete_backing_file("vol").await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs root: real loop devices and mounts"]
+async fn loop_teardown_releases_only_what_lives_under_the_directory() {
+    require_loop_devices();
+    let fx = Fixture::new(DeviceMode::Loop);
+    let other = Fixture::new(DeviceMode::Loop);
+    let dm = &fx.dm;
+    dm.create_backing_file("vol", 8 * MIB).await.unwrap();
+    dm.attach("vm1", "vol", "disk").await.unwrap();
+    dm.create_backing_file("rwx", 32 * MIB).await.unwrap();
+    let export = dm.start_export("rwx").await.unwrap().canonicalize().unwrap();
+    other.dm.create_backing_file("keep", 8 * MIB).await.unwrap();
+    let kept = other.dm.attach("vm1", "keep", "disk").await.unwrap();
+
+    let failures = release_host_resources(fx.path());
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(mount_source(&export).await.unwrap().is_none());
+    wait_for_loops(dm, "vol", &[]).await;
+    wait_for_loops(dm, "rwx", &[]).await;
+    assert_eq!(other.dm.loop_devices_of("keep").await.unwrap(), vec![kept], "outside the directory");
+    assert!(release_host_resources(fx.path()).is_empty(), "nothing left, nothing to fail");
 }

@@ -2,13 +2,15 @@
 //! on their way out, creating, releasing and resizing them. Everything is asked
 //! of the kernel (losetup, sysfs) each time, never remembered.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::errno::Errno;
 use syskit::Cmd;
 use tracing::{debug, warn};
 
-use super::error::{DeviceError, Result};
+use super::error::{io_err, DeviceError, Result};
 use super::files::canonical_if_exists;
 use super::{DeviceManager, DeviceMode, COMMAND_TIMEOUT};
 
@@ -45,20 +47,32 @@ impl DeviceManager {
         Ok(live)
     }
 
-    /// Detaches `dev` from `file`. The kernel frees the device when its last opener
-    /// closes it, so it may linger a moment with auto-clear set (anything on the
-    /// machine can hold it open briefly; `losetup --associated` itself opens the
-    /// devices it reports). Such a device is already released: a second detach of it
-    /// fails while the kernel tears it down, and that failure is not an error here.
+    /// Detaches `dev` if it is still a live device of `file`. The kernel frees a
+    /// detached device when its last opener closes it, so a released device may
+    /// linger a moment with auto-clear set (anything on the machine can hold it
+    /// open briefly; `losetup --associated` itself opens the devices it reports).
+    /// Once freed, its name can be taken at once by a new device of another volume
+    /// or another process, so a device listed a moment ago must not be detached by
+    /// name unchecked. Holding it open pins it: while this process has it open the
+    /// kernel cannot free or rebind it, so the check and the detach see the same
+    /// device. A device already released or gone is fine: that is the goal.
     pub(super) async fn release_loop(&self, file: &Path, dev: &Path) -> Result<()> {
-        match Cmd::admin_tool("losetup").arg("--detach").arg(dev).run(COMMAND_TIMEOUT).await {
-            Ok(_) => Ok(()),
-            Err(e) if self.is_released(file, dev).await? => {
-                debug!(device = %dev.display(), error = %e, "loop device already released");
-                Ok(())
+        let _pin = match tokio::fs::File::open(dev).await {
+            Ok(pin) => pin,
+            // ENXIO: the kernel is tearing it down; ENOENT: the node is gone.
+            Err(e) if e.raw_os_error() == Some(Errno::ENXIO as i32) || e.kind() == io::ErrorKind::NotFound => {
+                debug!(device = %dev.display(), error = %e, "loop device already gone");
+                return Ok(());
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(io_err("opening loop device", dev)(e)),
+        };
+        if self.is_released(file, dev).await? {
+            debug!(device = %dev.display(), "loop device already released");
+            return Ok(());
         }
+        Cmd::admin_tool("losetup").arg("--detach").arg(dev).run(COMMAND_TIMEOUT).await?;
+        // Dropping the pin is the last close, unless someone else still has it open.
+        Ok(())
     }
 
     /// Re-reads the backing file's size into every device of `file`, as after a real

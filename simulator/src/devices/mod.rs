@@ -22,7 +22,8 @@
 //! `loops` (loop devices), `mounts` (the mount table), `links` (by-id links);
 //! `vm_root` (a VM's identity files), `exports` (RWX exports), `hotplug`
 //! (attach/detach); `backing` (a volume's file, whose deletion unplugs and
-//! unexports it) and `reconcile` (restoring attachments after a restart). This
+//! unexports it) and `reconcile` (restoring attachments after a restart);
+//! `teardown` releases what a finished simulator left under its directory. This
 //! file holds the manager itself: its state, path layout and per-volume lock.
 
 mod backing;
@@ -35,6 +36,7 @@ mod loops;
 mod mounts;
 mod names;
 mod reconcile;
+mod teardown;
 mod vm_root;
 
 #[cfg(test)]
@@ -52,6 +54,7 @@ use std::time::Duration;
 pub use error::DeviceError;
 use error::Result;
 pub use names::check_name;
+pub use teardown::release_host_resources;
 
 /// Generous for losetup/mount, which normally finish in milliseconds; exists so a
 /// wedged kernel or NFS-like hang cannot stall the simulator forever.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use syskit::{find_program, mountinfo};
+use syskit::find_program;
 
-use super::{DeviceManager, DeviceMode};
+use super::{release_host_resources, DeviceManager, DeviceMode};
 
 pub const MIB: u64 = 1024 * 1024;
 
@@ -41,28 +41,8 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Ok(entries) = mountinfo::read().and_then(|text| mountinfo::parse(&text)) {
-            let mut points: Vec<PathBuf> =
-                entries.into_iter().map(|e| e.info.target).filter(|p| p.starts_with(&self.root)).collect();
-            points.reverse();
-            for point in points {
-                let _ = Command::new(find_program("umount")).arg("--lazy").arg(&point).status();
-            }
-        }
-        let Ok(entries) = std::fs::read_dir(self.root.join("volumes")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Ok(out) = Command::new(find_program("losetup"))
-                .args(["--list", "--noheadings", "--output", "NAME", "--associated"])
-                .arg(entry.path())
-                .output()
-            else {
-                continue;
-            };
-            for dev in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new(find_program("losetup")).args(["--detach", dev.trim()]).status();
-            }
+        for failure in release_host_resources(&self.root) {
+            eprintln!("cleanup: {failure}");
         }
     }
 }

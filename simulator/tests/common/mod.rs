@@ -15,7 +15,6 @@ use http_body_util::BodyExt;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{json, Value};
-use syskit::{find_program, mountinfo};
 
 /// Latencies short enough for tests, long enough that phases are observable.
 pub const FAST_TIMING: &str =
@@ -96,25 +95,8 @@ impl Drop for HostCleanup {
 /// Unmounts everything mounted below `dir` and detaches loop devices backed by
 /// files below it. Only touches what lives under `dir`.
 pub fn release_host_resources(dir: &Path) {
-    let Ok(dir) = dir.canonicalize() else { return };
-    if let Ok(entries) = mountinfo::read().and_then(|text| mountinfo::parse(&text)) {
-        // Innermost first, so a mount below another one is not left stranded.
-        for entry in entries.iter().rev().filter(|e| e.info.target.starts_with(&dir)) {
-            let _ = std::process::Command::new(find_program("umount")).arg("--lazy").arg(&entry.info.target).status();
-        }
-    }
-    let Ok(out) = std::process::Command::new(find_program("losetup"))
-        .args(["--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"])
-        .output()
-    else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((dev, file)) = line.split_once(' ') else { continue };
-        let file = file.trim().trim_end_matches(" (deleted)");
-        if Path::new(file).starts_with(&dir) {
-            let _ = std::process::Command::new(find_program("losetup")).args(["--detach", dev]).status();
-        }
+    for failure in harvester_simulator::devices::release_host_resources(dir) {
+        eprintln!("cleanup: {failure}");
     }
 }
 
