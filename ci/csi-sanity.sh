@@ -51,7 +51,7 @@ WORLD
   for _ in $(seq 100); do grep -q '^address:' "$work/sim.out" 2>/dev/null && break; sleep 0.1; done
   grep -q '^address:' "$work/sim.out" || { cat "$work/sim.log"; echo "simulator did not start"; return 1; }
   "$DRIVER" --endpoint "unix://$work/csi.sock" --kubeconfig "$work/sim/cloud-config" \
-    --root "$work/sim/vms/guest-1/root" --cluster-id csi-sanity --max-volumes-per-node 8 --no-guest-access \
+    --root "$work/sim/vms/guest-1/root" --kubelet-root "$work" --cluster-id csi-sanity --max-volumes-per-node 8 --no-guest-access \
     > /dev/null 2> "$work/driver.log" &
   drv_pid=$!
   for _ in $(seq 100); do [ -S "$work/csi.sock" ] && break; sleep 0.1; done

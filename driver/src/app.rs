@@ -193,6 +193,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         let service = NodeService {
             node_id,
             root: config.root.clone(),
+            kubelet_root: node::KubeletRoot::new(&config.kubelet_root),
             host: host.clone(),
             mounter: Arc::new(LinuxMounter::new().with_nfs_helper(config.nfs_mount_helper.clone())),
             locks: locks.clone(),

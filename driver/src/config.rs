@@ -51,6 +51,10 @@ pub struct Config {
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
 
+    /// The kubelet's root directory: node calls with staging or publish paths outside it are refused.
+    #[arg(long, env = "KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    pub kubelet_root: PathBuf,
+
     /// Prefix for /dev/disk/by-id and /sys reads (production: /).
     #[arg(long, env = "CSI_ROOT", default_value = "/")]
     pub root: PathBuf,

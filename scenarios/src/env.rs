@@ -35,6 +35,8 @@ pub struct Kubelet {
     pub staged: BTreeMap<(String, String), PathBuf>,
     /// namespace/pod → its volumes.
     pub pods: BTreeMap<String, Vec<PodVolume>>,
+    /// namespace/pod → who its container runs as (pods that set it).
+    pub security: BTreeMap<String, crate::model::PodSecurity>,
 }
 
 /// A measured phase of a scenario.
@@ -63,6 +65,8 @@ pub struct Env {
     pub in_flight: Mutex<Vec<(String, String)>>,
     /// Volumes seen in two VMs at once (recorded by the double-attach watcher).
     pub double_attached: Mutex<Vec<String>>,
+    /// Disks seen in the spec of a VM that must get none (`neverPluggedInto`).
+    pub plugged_while_down: Mutex<Vec<String>>,
 }
 
 impl Env {

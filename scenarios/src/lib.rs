@@ -7,6 +7,7 @@ pub mod backend;
 pub mod bench;
 pub mod components;
 pub mod csi;
+pub mod deployment;
 pub mod env;
 pub mod model;
 pub mod quantity;

@@ -196,6 +196,32 @@ pub struct RunPod {
     pub volumes: Vec<PodVolume>,
     #[serde(default = "default_ns")]
     pub namespace: String,
+    /// The pod's `securityContext`: who its container runs as, and its fsGroup.
+    #[serde(default, rename = "securityContext")]
+    pub security_context: Option<PodSecurity>,
+}
+
+/// The subset of a pod's `securityContext` that decides who may write its volumes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PodSecurity {
+    #[serde(default)]
+    pub run_as_user: Option<u32>,
+    #[serde(default)]
+    pub run_as_group: Option<u32>,
+    #[serde(default)]
+    pub fs_group: Option<u32>,
+}
+
+/// The filesystem a pod sees at a path: at least this large (a restore or clone
+/// into a larger claim must show the claim's size, not the source's).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemCheck {
+    pub pod: String,
+    pub path: String,
+    #[serde(deserialize_with = "size", rename = "sizeAtLeast")]
+    pub size_at_least: u64,
 }
 
 fn default_ns() -> String {
@@ -252,6 +278,9 @@ pub struct ExpectHost {
     /// A VM whose hot-plugged volumes (guest PVC names) must be exactly these.
     #[serde(default)]
     pub vmi: Option<String>,
+    /// Like `vmi`, for the VM's spec (what it will boot with) instead of the running instance.
+    #[serde(default, rename = "vmSpec")]
+    pub vm_spec: Option<String>,
     #[serde(default)]
     pub hotplugged: Option<Vec<String>>,
     /// With `hotplugged`: every listed volume's VMI phase must be this one (e.g.
@@ -376,6 +405,11 @@ pub struct Fault {
     /// `controller`, `node:<vm>` or `simulator`: kill -9 then start again.
     #[serde(default, rename = "killAndRestart")]
     pub kill_and_restart: Option<String>,
+    /// The driver's cloud-config names the host by this address from now on (same
+    /// port, same cluster): e.g. `localhost` for an IP-to-DNS switch. Processes
+    /// read it when they (re)start.
+    #[serde(default, rename = "changeHostAddress")]
+    pub change_host_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -435,6 +469,13 @@ pub enum Step {
     OrphanReport(OrphanReport),
     /// Wait until the kubelet has a call of this phase under way on a node, to act mid-call.
     InFlight(InFlight),
+    /// Check the size of the filesystem a pod sees.
+    Filesystem(FilesystemCheck),
+    /// From now on, the scenario fails if this VM's spec lists a hot-plugged volume
+    /// (a disk plugged into a stopped or fenced VM).
+    NeverPluggedInto(String),
+    /// No call of this phase (`attach`, `stage`, ...) has failed so far.
+    NoFailed(String),
 }
 
 impl Step {
@@ -458,6 +499,9 @@ impl Step {
             Step::NeverDoubleAttached(_) => "watch for double attachment".into(),
             Step::OrphanReport(_) => "orphan report".into(),
             Step::InFlight(f) => format!("wait for {} in flight on {}", f.phase, f.node),
+            Step::Filesystem(f) => format!("filesystem of {}:{}", f.pod, f.path),
+            Step::NeverPluggedInto(vm) => format!("watch that nothing is plugged into {vm}"),
+            Step::NoFailed(phase) => format!("no failed {phase} call"),
         }
     }
 }

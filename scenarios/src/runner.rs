@@ -87,6 +87,10 @@ pub async fn run_one<B: Backend>(backend: &B, scenario: &Scenario, file: &str, w
             if error.is_none() && !doubles.is_empty() {
                 error = Some(format!("a volume was attached to two VMs at once: {}", doubles.join("; ")));
             }
+            let plugged = cluster.env().plugged_while_down.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if error.is_none() && !plugged.is_empty() {
+                error = Some(format!("a disk was plugged into a VM that must get none: {}", plugged.join("; ")));
+            }
             timeline = cluster.env().timeline.lock().unwrap_or_else(|p| p.into_inner()).clone();
             cluster.shutdown().await;
         }

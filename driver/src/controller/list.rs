@@ -25,6 +25,49 @@ pub(super) fn paginate<T>(items: Vec<T>, token: &str, max: i32) -> Result<(Vec<T
     Ok((items.into_iter().skip(start).take(end - start).collect(), next))
 }
 
+/// Where RWX volumes are published. Nothing is plugged into a VM for them, so
+/// the host has no per-VM record: an export that is enabled and ready is
+/// published to every node the guest has it attached on (without guest access:
+/// to every VM, since each can mount it), and a disabled or broken export to
+/// none, so the attacher's reconciler publishes it again, which re-enables it.
+struct SharedPublications {
+    ready: std::collections::BTreeSet<String>,
+    all_vms: Option<Vec<String>>,
+    guest: Option<std::sync::Arc<crate::guest::Guest>>,
+}
+
+impl SharedPublications {
+    async fn read(c: &ControllerService, pvcs: &[k8s_openapi::api::core::v1::PersistentVolumeClaim]) -> Result<Self> {
+        let any_shared = pvcs.iter().any(crate::host::pvc::is_nfs_export);
+        if !any_shared {
+            return Ok(Self { ready: Default::default(), all_vms: None, guest: None });
+        }
+        let ready = c.host.ready_exports().await?;
+        let all_vms = match &c.guest {
+            Some(_) => None,
+            None => Some(c.host.vm_names().await?),
+        };
+        Ok(Self { ready, all_vms, guest: c.guest.clone() })
+    }
+
+    /// `None` for a volume that is not an NFS export.
+    fn nodes_of(&self, pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Option<Vec<String>> {
+        if !crate::host::pvc::is_nfs_export(pvc) {
+            return None;
+        }
+        let pv = crate::host::pvc::host_pv_name(pvc).unwrap_or_default();
+        if !self.ready.contains(pv) {
+            return Some(Vec::new());
+        }
+        let volume = pvc.metadata.name.clone().unwrap_or_default();
+        Some(match (&self.guest, &self.all_vms) {
+            (Some(g), _) => g.attached_nodes(&volume),
+            (None, Some(vms)) => vms.clone(),
+            (None, None) => Vec::new(),
+        })
+    }
+}
+
 impl ControllerService {
     /// This driver's volumes, paginated, each with the VMs that hold it in any phase
     /// (the same attachment view ControllerPublish decides by).
@@ -37,14 +80,17 @@ impl ControllerService {
         pvcs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let (page, next_token) = paginate(pvcs, &req.starting_token, req.max_entries)?;
         let published = self.host.vms_by_volume().await?;
+        let shared = SharedPublications::read(self, &page).await?;
         let entries = page
             .into_iter()
             .map(|pvc| {
                 let id = pvc.metadata.name.clone().unwrap_or_default();
+                let nodes = match shared.nodes_of(&pvc) {
+                    Some(nodes) => nodes,
+                    None => published.get(&id).cloned().unwrap_or_default(),
+                };
                 csi::list_volumes_response::Entry {
-                    status: Some(csi::list_volumes_response::VolumeStatus {
-                        published_node_ids: published.get(&id).cloned().unwrap_or_default(),
-                    }),
+                    status: Some(csi::list_volumes_response::VolumeStatus { published_node_ids: nodes }),
                     volume: Some(csi::Volume {
                         capacity_bytes: pvc_capacity(&pvc) as i64,
                         volume_id: id,
@@ -66,7 +112,11 @@ impl ControllerService {
             .get_pvc(&req.volume_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("volume {} not found", req.volume_id)))?;
-        let nodes = self.host.attachments(&req.volume_id).await?.into_iter().map(|a| a.vm).collect();
+        let shared = SharedPublications::read(self, std::slice::from_ref(&pvc)).await?;
+        let nodes = match shared.nodes_of(&pvc) {
+            Some(nodes) => nodes,
+            None => self.host.attachments(&req.volume_id).await?.into_iter().map(|a| a.vm).collect(),
+        };
         Ok(csi::ControllerGetVolumeResponse {
             volume: Some(csi::Volume {
                 capacity_bytes: pvc_capacity(&pvc) as i64,

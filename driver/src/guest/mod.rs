@@ -123,6 +123,15 @@ impl Guest {
             .collect()
     }
 
+    /// Node ids (VMs) where the guest has the volume attached (and not detaching).
+    pub fn attached_nodes(&self, volume: &str) -> Vec<String> {
+        self.our_vas(volume)
+            .iter()
+            .filter(|va| va.metadata.deletion_timestamp.is_none() && va.status.as_ref().is_some_and(|s| s.attached))
+            .map(|va| self.node_id_of(&va.spec.node_name))
+            .collect()
+    }
+
     /// Who else uses an RWX volume: attachments on other nodes and running pods
     /// (on any node but `leaving_node_id`) that mount its claim.
     pub fn export_users(&self, volume: &str, leaving_node_id: &str) -> Vec<String> {

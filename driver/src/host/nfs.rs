@@ -111,6 +111,19 @@ impl Host {
         self.call_opt("delete networkfilesystem", self.nfs_api().delete(pv, &Default::default())).await.map(|_| ())
     }
 
+    /// Host PVs whose export is enabled and ready: every VM can mount those.
+    pub async fn ready_exports(&self) -> Result<std::collections::BTreeSet<String>> {
+        let list = self.call("list networkfilesystems", self.nfs_api().list(&Default::default())).await?;
+        let mut ready = std::collections::BTreeSet::new();
+        for obj in &list.items {
+            let export = nfs_of(obj)?.export();
+            if let (true, Some(name)) = (export.ready && export.desired_enabled, &obj.metadata.name) {
+                ready.insert(name.clone());
+            }
+        }
+        Ok(ready)
+    }
+
     /// Watches until the export is Enabled and Ready.
     pub async fn wait_nfs_ready(&self, pv: &str, deadline: Instant) -> Result<Export> {
         let what = format!("NFS export {pv} to become ready");

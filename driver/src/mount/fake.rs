@@ -328,6 +328,10 @@ impl Mounter for FakeMounter {
         self.state().stale.contains(target)
     }
 
+    fn is_block_device(&self, path: &Path) -> bool {
+        self.state().devices.contains_key(&key(path))
+    }
+
     fn is_same_device_node(&self, a: &Path, b: &Path) -> bool {
         let s = self.state();
         let device = key(b);

@@ -2,6 +2,7 @@
 //! or mount the NFS export), publish (bind mounts), stats, expansion, health.
 
 mod host_access;
+mod paths;
 mod publish;
 #[cfg(test)]
 mod service_tests;
@@ -10,6 +11,7 @@ mod stats;
 pub mod vm_identity;
 
 pub use host_access::NodeHost;
+pub use paths::KubeletRoot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ pub struct NodeService<M = LinuxMounter, H = Host> {
     pub node_id: String,
     /// Prefix for `/dev/disk/by-id` and `/sys`.
     pub root: PathBuf,
+    /// Staging and publish paths must lie under it.
+    pub kubelet_root: KubeletRoot,
     pub host: H,
     pub mounter: Arc<M>,
     pub locks: VolumeLocks,
@@ -45,25 +49,21 @@ pub struct NodeService<M = LinuxMounter, H = Host> {
     pub timeout: Duration,
 }
 
-/// Paths from the CO must be absolute and free of `..` (they are mounted on as root).
-pub(crate) fn checked_path<'a>(field: &str, p: &'a str) -> Result<&'a Path> {
-    if p.is_empty() {
-        return Err(Error::InvalidArgument(format!("{field} is required")));
+impl<M, H> NodeService<M, H> {
+    /// A path from the CO the node plugin may mount on (see [`KubeletRoot`]).
+    pub(crate) fn checked_path<'a>(&self, field: &str, p: &'a str) -> Result<&'a Path> {
+        self.kubelet_root.check(field, p)
     }
-    let path = Path::new(p);
-    if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(Error::InvalidArgument(format!("{field} {p:?} must be an absolute path without '..'")));
-    }
-    Ok(path)
-}
 
-/// A volume path for stats/expansion: one that cannot exist (relative, `..`) is
-/// simply not a volume here (NOT_FOUND, as the spec asks), not a malformed request.
-pub(crate) fn volume_path(p: &str) -> Result<&Path> {
-    if p.is_empty() {
-        return Err(Error::InvalidArgument("volume path is required".into()));
+    /// A volume path for stats/expansion: one that cannot be a volume here (relative,
+    /// `..`, outside the kubelet root) is simply not found, as the spec asks, rather
+    /// than a malformed request.
+    pub(crate) fn volume_path<'a>(&self, p: &'a str) -> Result<&'a Path> {
+        if p.is_empty() {
+            return Err(Error::InvalidArgument("volume path is required".into()));
+        }
+        self.kubelet_root.check("volume path", p).map_err(|_| Error::NotFound(format!("no volume at {p:?}")))
     }
-    checked_path("volume path", p).map_err(|_| Error::NotFound(format!("no volume at {p:?}")))
 }
 
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
@@ -159,19 +159,4 @@ pub const HOST_CLUSTER_KEY: &str = "topology.harvesterhci.io/host-cluster";
 /// The host-cluster segment, from the host cluster's identity (`host::cluster_identity`).
 pub fn host_cluster_segment(identity: &str) -> BTreeMap<String, String> {
     BTreeMap::from([(HOST_CLUSTER_KEY.to_string(), identity.to_string())])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-
-    #[rstest]
-    #[case("/var/lib/kubelet/x", true)]
-    #[case("relative/path", false)]
-    #[case("/var/../etc", false)]
-    #[case("", false)]
-    fn paths(#[case] p: &str, #[case] ok: bool) {
-        assert_eq!(checked_path("target_path", p).is_ok(), ok);
-    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use csi_proto::csi::v1 as csi;
 use tokio::time::Instant;
 
-use super::{checked_path, NodeHost, NodeService};
+use super::{NodeHost, NodeService};
 use crate::capabilities::shape_of;
 use crate::contexts::publish as ctx;
 use crate::error::{Error, Result};
@@ -16,8 +16,8 @@ use crate::names;
 impl<M: Mounter, H: NodeHost> NodeService<M, H> {
     pub(super) async fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<csi::NodePublishVolumeResponse> {
         names::validate_volume_id(&req.volume_id)?;
-        let target = checked_path("target path", &req.target_path)?.to_path_buf();
-        let staging = checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
+        let target = self.checked_path("target path", &req.target_path)?.to_path_buf();
+        let staging = self.checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
         let cap = req
             .volume_capability
             .as_ref()
@@ -138,7 +138,7 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
         req: csi::NodeUnpublishVolumeRequest,
     ) -> Result<csi::NodeUnpublishVolumeResponse> {
         names::validate_volume_id(&req.volume_id)?;
-        let target = checked_path("target path", &req.target_path)?.to_path_buf();
+        let target = self.checked_path("target path", &req.target_path)?.to_path_buf();
         let _guard = self.locks.try_lock(&req.volume_id)?;
         tracing::info!(volume = %req.volume_id, target = %target.display(), "NodeUnpublishVolume");
         unmount_if_mounted(self.mounter.as_ref(), &target).await?;

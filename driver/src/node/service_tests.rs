@@ -71,6 +71,7 @@ fn node() -> Node {
     let service = NodeService {
         node_id: "guest-1".into(),
         root,
+        kubelet_root: super::KubeletRoot::new(dir.path().join("kubelet")),
         host: host.clone(),
         mounter: mounter.clone(),
         locks: VolumeLocks::default(),
@@ -491,6 +492,55 @@ async fn stage_of_an_export_that_is_not_ready_waits_and_mounts_nothing() {
     assert!(n.mounter.mounts_at(&staging).is_empty());
 }
 
+#[rstest]
+#[case::outside_the_kubelet_root("/tmp/elsewhere/globalmount")]
+#[case::the_kubelet_root_itself("")]
+#[case::through_a_link_out_of_the_root("escape/globalmount")]
+#[tokio::test]
+async fn stage_refuses_paths_it_must_not_mount_on(#[case] where_: &str) {
+    let n = node();
+    n.disk(VOLUME, GIB, None);
+    let kubelet = n.dir.path().join("kubelet");
+    let outside = n.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::fs::create_dir_all(&kubelet).expect("kubelet root");
+    std::os::unix::fs::symlink(&outside, kubelet.join("escape")).expect("link out");
+    let staging = match where_ {
+        p if p.starts_with('/') => PathBuf::from(p),
+        "" => kubelet.clone(),
+        rel => kubelet.join(rel),
+    };
+    let r = n.stage(stage_req(&staging, mount_cap(Mode::SingleNodeWriter, ""), GIB)).await;
+    assert_eq!(code(r), Code::InvalidArgument);
+    assert_eq!(n.mounter.counts(), Counts::default(), "nothing formatted or mounted");
+    assert!(std::fs::read_dir(&outside).expect("outside").next().is_none(), "nothing created outside");
+}
+
+#[tokio::test]
+async fn publish_refuses_a_target_that_is_a_symlink() {
+    let n = node();
+    let staging = n.staged("").await;
+    let target = n.target(VOLUME, "pod-1");
+    std::os::unix::fs::symlink("/etc", &target).expect("link at the target");
+    let r = n.publish(publish_req(&staging, &target, mount_cap(Mode::SingleNodeWriter, ""), false)).await;
+    assert_eq!(code(r), Code::InvalidArgument);
+    assert!(n.mounter.mounts_at(&target).is_empty());
+}
+
+#[tokio::test]
+async fn a_device_link_to_something_that_is_no_block_device_is_refused() {
+    let n = node();
+    n.host.attached.lock().expect("lock").insert(VOLUME.into());
+    // A by-id name leading to a regular file (or /etc/passwd): never formatted or mounted.
+    let file = n.dir.path().join("not-a-device");
+    std::fs::write(&file, b"").expect("file");
+    std::os::unix::fs::symlink(&file, n.service.root.join("dev/disk/by-id").join(by_id_of(VOLUME))).expect("link");
+    let staging = n.staging(VOLUME);
+    let r = n.stage(stage_req(&staging, mount_cap(Mode::SingleNodeWriter, ""), GIB)).await;
+    assert_eq!(code(r), Code::FailedPrecondition);
+    assert_eq!(n.mounter.counts(), Counts::default());
+}
+
 // -------------------------------------------------------------- NodeUnstage
 
 #[tokio::test]
@@ -501,7 +551,7 @@ async fn unstage_is_idempotent() {
     assert!(n.mounter.mounts_at(&staging).is_empty());
     n.unstage(VOLUME, &staging).await.expect("repeated unstage");
     // A staging directory that never existed is unstaged too.
-    n.unstage(VOLUME, &n.dir.path().join("never/staged")).await.expect("unstage of nothing");
+    n.unstage(VOLUME, &n.dir.path().join("kubelet/never/staged")).await.expect("unstage of nothing");
 }
 
 #[rstest]
@@ -690,7 +740,7 @@ async fn expand_refuses_what_it_cannot_grow() {
     let n = node();
     // Nothing at the path: NOT_FOUND, as the spec asks.
     assert_eq!(code(n.expand(VOLUME, &n.dir.path().join("nothing")).await.map(|_| ())), Code::NotFound);
-    let plain = n.dir.path().join("plain");
+    let plain = n.dir.path().join("kubelet/plain");
     std::fs::create_dir_all(&plain).expect("dir");
     assert_eq!(code(n.expand(VOLUME, &plain).await.map(|_| ())), Code::NotFound, "a directory that is no mount");
     // An NFS export is grown on the host, not here.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use csi_proto::csi::v1 as csi;
 use tokio::time::Instant;
 
-use super::{checked_path, NodeHost, NodeService};
+use super::{NodeHost, NodeService};
 use crate::capabilities::shape_of;
 use crate::contexts::publish as ctx;
 use crate::error::{Error, Result};
@@ -36,7 +36,14 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
         // The domain has the disk once the VMI says Ready; udev may lag a moment behind.
         loop {
             match tokio::fs::canonicalize(&link).await {
-                Ok(dev) => return Ok(dev),
+                Ok(dev) if self.mounter.is_block_device(&dev) => return Ok(dev),
+                Ok(other) => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "{} leads to {}, which is not a block device: refusing to use it as volume storage",
+                        link.display(),
+                        other.display()
+                    )))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < until => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -51,7 +58,7 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
         deadline: Instant,
     ) -> Result<csi::NodeStageVolumeResponse> {
         names::validate_volume_id(&req.volume_id)?;
-        let staging = checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
+        let staging = self.checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
         let cap = req
             .volume_capability
             .as_ref()
@@ -179,7 +186,7 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
 
     pub(super) async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<csi::NodeUnstageVolumeResponse> {
         names::validate_volume_id(&req.volume_id)?;
-        let staging = checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
+        let staging = self.checked_path("staging target path", &req.staging_target_path)?.to_path_buf();
         let _guard = self.locks.try_lock(&req.volume_id)?;
         tracing::info!(volume = %req.volume_id, staging = %staging.display(), "NodeUnstageVolume");
         crate::mount::unmount_if_mounted(self.mounter.as_ref(), &staging).await?;

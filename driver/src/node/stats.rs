@@ -7,7 +7,7 @@ use csi::volume_health::VolumeHealthEntry;
 use csi::VolumeHealthErrorType as Kind;
 use csi_proto::csi::v1 as csi;
 
-use super::{checked_path, volume_path, NodeHost, NodeService};
+use super::{NodeHost, NodeService};
 use crate::error::{Error, Result};
 use crate::mount::{FsType, Mounter};
 use crate::names;
@@ -31,7 +31,7 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
         req: csi::NodeGetVolumeStatsRequest,
     ) -> Result<csi::NodeGetVolumeStatsResponse> {
         names::validate_volume_id(&req.volume_id)?;
-        let path = volume_path(&req.volume_path)?;
+        let path = self.volume_path(&req.volume_path)?;
         if Self::is_block_target(path)? {
             let size = self.mounter.device_size(path).await?;
             return Ok(csi::NodeGetVolumeStatsResponse {
@@ -55,7 +55,7 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
 
     pub(super) async fn expand(&self, req: csi::NodeExpandVolumeRequest) -> Result<csi::NodeExpandVolumeResponse> {
         names::validate_volume_id(&req.volume_id)?;
-        let path = volume_path(&req.volume_path)?.to_path_buf();
+        let path = self.volume_path(&req.volume_path)?.to_path_buf();
         let block_cap = match req.volume_capability.as_ref() {
             Some(cap) => crate::capabilities::shape_of(cap)?.block,
             None => false,
@@ -97,7 +97,7 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
             if p.is_empty() {
                 continue;
             }
-            let path = checked_path(field, p)?;
+            let path = self.checked_path(field, p)?;
             if let Some(m) = self.mounter.mount_at(path)? {
                 if self.mounter.is_stale(path) {
                     statuses.push(VolumeHealthEntry {

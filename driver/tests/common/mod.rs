@@ -316,6 +316,8 @@ impl Env {
             &sim.cloud_config_path().display().to_string(),
             "--root",
             &root.display().to_string(),
+            "--kubelet-root",
+            &work.display().to_string(),
             "--cluster-id",
             CLUSTER_ID,
             "--mode",

@@ -8,9 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use csi_proto::csi::v1 as csi;
 use harvester_simulator::guest::GuestCluster;
-use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{json, Value};
@@ -18,7 +16,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use super::{Backend, Cluster};
-use crate::env::{Env, DRIVER};
+use crate::env::Env;
 use crate::model::Scenario;
 use crate::{components, csi::Csi, Failure};
 
@@ -202,6 +200,7 @@ impl Backend for Embedded {
                 format!("--endpoint=unix://{}", work.join(format!("node-{vm}.sock")).display()),
                 format!("--kubeconfig={}", cloud_config.display()),
                 format!("--root={}", sim_dir.join("vms").join(vm).join("root").display()),
+                format!("--kubelet-root={}", work.join("kubelet").join(vm).display()),
                 "--no-guest-access".into(),
                 format!("--nfs-mount-helper={}", helper.display()),
                 "--operation-timeout=60s".into(),
@@ -237,14 +236,24 @@ impl Backend for Embedded {
             timeline: Default::default(),
             in_flight: Default::default(),
             double_attached: Mutex::new(Vec::new()),
+            plugged_while_down: Mutex::new(Vec::new()),
         });
-        register_nodes(&env).await?;
+        let driver_object: k8s_openapi::api::storage::v1::CSIDriver =
+            serde_json::from_value(crate::deployment::csi_driver()).map_err(|e| fail(e.to_string()))?;
+        Api::<k8s_openapi::api::storage::v1::CSIDriver>::all(env.guest.clone())
+            .create(&PostParams::default(), &driver_object)
+            .await
+            .map_err(|e| fail(format!("creating the CSIDriver: {e}")))?;
+        for vm in env.nodes.keys() {
+            components::registrar::register(&env, vm).await.map_err(fail)?;
+        }
         let stop = CancellationToken::new();
         tokio::spawn(components::provisioner::run(env.clone(), stop.clone()));
         tokio::spawn(components::attacher::run(env.clone(), stop.clone()));
         tokio::spawn(components::kubelet::run(env.clone(), stop.clone()));
         tokio::spawn(components::resizer::run(env.clone(), stop.clone()));
         tokio::spawn(components::snapshotter::run(env.clone(), stop.clone()));
+        tokio::spawn(components::node_lifecycle::run(env.clone(), stop.clone()));
         Ok(EmbeddedCluster {
             work: work.to_path_buf(),
             sim_bin: self.sim_bin.clone(),
@@ -257,39 +266,6 @@ impl Backend for Embedded {
             stop,
         })
     }
-}
-
-/// node-driver-registrar: NodeGetInfo → guest Node with the driver's node id and topology.
-async fn register_nodes(env: &Env) -> Result<(), Failure> {
-    let nodes: Api<Node> = Api::all(env.guest.clone());
-    for (vm, client) in &env.nodes {
-        let mut c = client.clone();
-        let mut info = None;
-        for _ in 0..50 {
-            match c.node_get_info(csi::NodeGetInfoRequest {}).await {
-                Ok(r) => {
-                    info = Some(r.into_inner());
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        let info = info.ok_or_else(|| fail(format!("NodeGetInfo on {vm} kept failing")))?;
-        let labels: BTreeMap<String, String> =
-            info.accessible_topology.map(|t| t.segments.into_iter().collect()).unwrap_or_default();
-        let node: Node = serde_json::from_value(json!({
-            "metadata": {"name": vm, "labels": labels,
-                         "annotations": {"csi.volume.kubernetes.io/nodeid": serde_json::to_string(&json!({DRIVER: info.node_id})).unwrap_or_default()}},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-        }))
-        .map_err(|e| fail(e.to_string()))?;
-        match nodes.create(&PostParams::default(), &node).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(fail(format!("registering node {vm}: {e}"))),
-        }
-    }
-    Ok(())
 }
 
 async fn kill(p: &mut Proc) {
@@ -328,6 +304,10 @@ impl Cluster for EmbeddedCluster {
             },
         };
         kill(proc_).await;
+        if let Some(vm) = what.strip_prefix("node:") {
+            // Its registration socket is gone: the kubelet takes the driver off the node.
+            components::registrar::deregister(&self.env, vm).await.map_err(fail)?;
+        }
         let sock = proc_.args.iter().find_map(|a| a.strip_prefix("--endpoint=unix://")).map(PathBuf::from);
         if let Some(s) = &sock {
             let _ = std::fs::remove_file(s);
@@ -344,11 +324,46 @@ impl Cluster for EmbeddedCluster {
                 .await
             }
             (_, Some(s)) => {
-                let what = format!("the restarted {what}");
-                wait_for(&what, Duration::from_secs(30), &mut proc_.child, &proc_.log, || s.exists()).await
+                let label = format!("the restarted {what}");
+                wait_for(&label, Duration::from_secs(30), &mut proc_.child, &proc_.log, || s.exists()).await?;
+                if let Some(vm) = what.strip_prefix("node:") {
+                    // The registrar sees the new socket: the kubelet registers the plugin again.
+                    // A refusal is the scenario's to observe (attaches then fail), not a step error.
+                    if let Err(e) = components::registrar::register(&self.env, vm).await {
+                        tracing::warn!(node = %vm, error = %e, "node plugin registration refused");
+                    }
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
+    }
+
+    async fn change_host_address(&mut self, address: &str) -> Result<(), Failure> {
+        let current = self
+            .controller
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("--kubeconfig="))
+            .map(PathBuf::from)
+            .ok_or_else(|| fail("the controller has no --kubeconfig"))?;
+        let mut kubeconfig =
+            Kubeconfig::read_from(&current).map_err(|e| fail(format!("{}: {e}", current.display())))?;
+        for cluster in kubeconfig.clusters.iter_mut().filter_map(|c| c.cluster.as_mut()) {
+            let server = cluster.server.clone().unwrap_or_default();
+            let port = server.rsplit_once(':').map(|(_, p)| p.trim_end_matches('/')).unwrap_or("443");
+            cluster.server = Some(format!("https://{address}:{port}"));
+        }
+        let path = self.work.join(format!("cloud-config-{address}"));
+        let text = serde_json::to_string_pretty(&kubeconfig).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        let flag = format!("--kubeconfig={}", path.display());
+        for p in std::iter::once(&mut self.controller).chain(self.nodes.values_mut()) {
+            for a in p.args.iter_mut().filter(|a| a.starts_with("--kubeconfig=")) {
+                a.clone_from(&flag);
+            }
+        }
+        Ok(())
     }
 
     async fn loop_devices_of(&self, host_pv: &str) -> Result<usize, Failure> {

@@ -28,6 +28,10 @@ pub trait Cluster: Send {
     /// kill -9 then start again: `controller`, `node:<vm>` or `simulator`.
     fn kill_and_restart(&mut self, what: &str) -> impl Future<Output = Result<(), Failure>> + Send;
 
+    /// From now on the driver's cloud-config names the host by `address` (same port,
+    /// same cluster); processes read it when they (re)start.
+    fn change_host_address(&mut self, address: &str) -> impl Future<Output = Result<(), Failure>> + Send;
+
     /// How many loop devices back a host volume (0 once detached everywhere).
     fn loop_devices_of(&self, host_pv: &str) -> impl Future<Output = Result<usize, Failure>> + Send;
 

@@ -1,5 +1,8 @@
 //! external-attacher: VolumeAttachments of this driver become
-//! ControllerPublish/Unpublish calls, retried with backoff as the sidecar does.
+//! ControllerPublish/Unpublish calls, retried with backoff as the sidecar does;
+//! and its VolumeAttachment reconciler: every period it asks ListVolumes where
+//! each volume is published, and an attachment the driver no longer reports is
+//! marked detached, so the next sync publishes it again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +31,7 @@ async fn attach(env: &Env, va: &VolumeAttachment) -> Result<(), String> {
     let pv = env.pvs().get(&pv_name).await.map_err(|e| format!("PV {pv_name}: {e}"))?;
     let node = node_id(env, &va.spec.node_name)
         .await
-        .ok_or_else(|| format!("node {} has no CSI node id yet", va.spec.node_name))?;
+        .ok_or_else(|| format!("CSINode {} does not contain driver {DRIVER}", va.spec.node_name))?;
     let spec = pv.spec.clone().unwrap_or_default();
     let started = Instant::now();
     let mut controller = env.csi.controller.clone();
@@ -87,11 +90,57 @@ async fn detach(env: &Env, va: &VolumeAttachment) -> Result<(), String> {
     super::remove_finalizer(&Api::<VolumeAttachment>::all(env.guest.clone()), va, FINALIZER).await
 }
 
+/// The sidecar's `--reconcile-sync` is 1 min; compressed like the retries.
+const RECONCILE_PERIOD: Duration = Duration::from_secs(2);
+
+/// Attached VolumeAttachments whose volume ListVolumes no longer reports on their node.
+async fn reconcile(env: &Env, vas: &[VolumeAttachment]) {
+    let mut published: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut controller = env.csi.controller.clone();
+    let mut token = String::new();
+    loop {
+        let req = csi::ListVolumesRequest { max_entries: 0, starting_token: token.clone() };
+        let Ok(resp) = controller.list_volumes(req).await.map(|r| r.into_inner()) else { return };
+        for entry in resp.entries {
+            let (Some(volume), Some(status)) = (entry.volume, entry.status) else { continue };
+            published.insert(volume.volume_id, status.published_node_ids);
+        }
+        if resp.next_token.is_empty() {
+            break;
+        }
+        token = resp.next_token;
+    }
+    let api: Api<VolumeAttachment> = Api::all(env.guest.clone());
+    for va in vas.iter().filter(|v| v.metadata.deletion_timestamp.is_none()) {
+        if !va.status.as_ref().is_some_and(|s| s.attached) {
+            continue;
+        }
+        let pv_name = va.spec.source.persistent_volume_name.clone().unwrap_or_default();
+        let Ok(pv) = env.pvs().get(&pv_name).await else { continue };
+        let Some(node) = node_id(env, &va.spec.node_name).await else { continue };
+        let on = published.get(&super::pv_handle(&pv)).is_some_and(|nodes| nodes.contains(&node));
+        if !on {
+            let name = va.metadata.name.clone().unwrap_or_default();
+            tracing::info!(attachment = %name, "the driver no longer reports the volume published there: marking it detached");
+            let patch = json!({"status": {"attached": false}});
+            let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
+        }
+    }
+}
+
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
     let mut backoff = Backoff::default();
+    let mut reconciled = Instant::now();
     loop {
         if !super::tick(&stop, Duration::from_millis(100)).await {
             return;
+        }
+        if reconciled.elapsed() >= RECONCILE_PERIOD {
+            reconciled = Instant::now();
+            if let Ok(vas) = Api::<VolumeAttachment>::all(env.guest.clone()).list(&Default::default()).await {
+                let ours: Vec<VolumeAttachment> = vas.items.into_iter().filter(|v| v.spec.attacher == DRIVER).collect();
+                reconcile(&env, &ours).await;
+            }
         }
         let Ok(vas) = Api::<VolumeAttachment>::all(env.guest.clone()).list(&Default::default()).await else { continue };
         let mut work = Vec::new();

@@ -71,6 +71,21 @@ fn claims(pod: &Pod) -> Vec<(String, String, bool)> {
         .collect()
 }
 
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec.as_ref()?.security_context.as_ref()?.fs_group.and_then(|g| u32::try_from(g).ok())
+}
+
+/// Who the pod's container runs as, when it says.
+fn security_of(pod: &Pod) -> Option<crate::model::PodSecurity> {
+    let sc = pod.spec.as_ref()?.security_context.as_ref()?;
+    let id = |v: Option<i64>| v.and_then(|x| u32::try_from(x).ok());
+    Some(crate::model::PodSecurity {
+        run_as_user: id(sc.run_as_user),
+        run_as_group: id(sc.run_as_group),
+        fs_group: id(sc.fs_group),
+    })
+}
+
 async fn setup(env: &Env, pod: &Pod) -> Result<(), String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
@@ -159,9 +174,28 @@ async fn setup(env: &Env, pod: &Pod) -> Result<(), String> {
             .await;
         env.record("publish", &format!("{pv_name}@{node}"), started, r.is_ok());
         r.map_err(|s| format!("NodePublishVolume: {:?}: {}", s.code(), s.message()))?;
+        if let Some(gid) = fs_group(pod).filter(|_| !block) {
+            let spec = pv.spec.clone().unwrap_or_default();
+            let fs_type = spec.csi.as_ref().and_then(|c| c.fs_type.clone()).unwrap_or_default();
+            if super::fs_group::policy(env).await.applies(&fs_type, &spec.access_modes.unwrap_or_default()) {
+                let (dir, ro) = (target.clone(), readonly);
+                tokio::task::spawn_blocking(move || super::fs_group::set_ownership(&dir, gid, ro))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("applying fsGroup {gid} to {}: {e}", target.display()))?;
+            } else {
+                tracing::debug!(volume = %pv_name, %fs_type, "skipping fsGroup (fsGroupPolicy)");
+            }
+        }
         volumes.push(PodVolume { pvc: claim, mount_path, host_path: target, block, pv: pv_name, staging });
     }
-    env.kubelet.lock().unwrap_or_else(|p| p.into_inner()).pods.insert(key(pod), volumes);
+    {
+        let mut kubelet = env.kubelet.lock().unwrap_or_else(|p| p.into_inner());
+        kubelet.pods.insert(key(pod), volumes);
+        if let Some(security) = security_of(pod) {
+            kubelet.security.insert(key(pod), security);
+        }
+    }
     let pods: Api<Pod> = Api::namespaced(env.guest.clone(), &ns);
     pods.patch_status(
         pod.metadata.name.as_deref().unwrap_or(""),
@@ -222,7 +256,11 @@ async fn teardown(env: &Env, pod: &Pod, all: &[Pod]) -> Result<(), String> {
             }
         }
     }
-    env.kubelet.lock().unwrap_or_else(|p| p.into_inner()).pods.remove(&key(pod));
+    {
+        let mut kubelet = env.kubelet.lock().unwrap_or_else(|p| p.into_inner());
+        kubelet.pods.remove(&key(pod));
+        kubelet.security.remove(&key(pod));
+    }
     let pods: Api<Pod> = Api::namespaced(env.guest.clone(), &ns);
     super::remove_finalizer(&pods, pod, FINALIZER).await
 }

@@ -4,8 +4,11 @@
 //! external-snapshotter. Each is a loop over guest API objects.
 
 pub mod attacher;
+pub mod fs_group;
 pub mod kubelet;
+pub mod node_lifecycle;
 pub mod provisioner;
+pub mod registrar;
 pub mod resizer;
 pub mod snapshotter;
 

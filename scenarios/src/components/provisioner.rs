@@ -31,7 +31,7 @@ async fn provision(env: &Env, pvc: &PersistentVolumeClaim, sc: &StorageClass) ->
         if block {
             String::new()
         } else {
-            "ext4".into()
+            crate::deployment::DEFAULT_FSTYPE.into()
         }
     });
     params.insert("csi.storage.k8s.io/pvc/name".into(), name.clone());

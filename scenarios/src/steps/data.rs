@@ -11,6 +11,57 @@ fn sha(data: &[u8]) -> String {
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Who a pod's container runs as, if not root: (uid, gid, supplementary groups,
+/// which include the pod's fsGroup as the kubelet adds it).
+fn non_root_identity<C: Cluster>(c: &C, pod: &str) -> Option<(u32, u32, Vec<u32>)> {
+    let key = if pod.contains('/') { pod.to_string() } else { format!("default/{pod}") };
+    let k = c.env().kubelet.lock().unwrap_or_else(|p| p.into_inner());
+    let s = k.security.get(&key)?;
+    let uid = s.run_as_user.filter(|u| *u != 0)?;
+    Some((uid, s.run_as_group.unwrap_or(0), s.fs_group.into_iter().collect()))
+}
+
+/// Runs `program args` as that identity (util-linux `setpriv`), feeding `input`,
+/// returning stdout: a pod's file access is checked against its user and groups.
+async fn as_identity(
+    (uid, gid, groups): (u32, u32, Vec<u32>),
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    input: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        cmd.arg(format!("--groups={}", groups.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+    }
+    let mut child = cmd
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // A program refused (permission denied) exits before reading its input: its
+    // own message below says why, not the broken pipe this write then meets.
+    let fed = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(&input).await,
+        None => Ok(()),
+    };
+    let out = child.wait_with_output().await?;
+    if out.status.success() {
+        fed?;
+    }
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(std::io::Error::other(format!("as uid {uid}: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
 /// Where a pod path lands: (file or device on this machine, offset base, block).
 fn pod_path<C: Cluster>(c: &C, pod: &str, path: &str) -> Result<(std::path::PathBuf, bool)> {
     let key = if pod.contains('/') { pod.to_string() } else { format!("default/{pod}") };
@@ -35,6 +86,21 @@ pub(super) async fn write<C: Cluster>(c: &C, w: &model::Write) -> Result<()> {
     rand::rng().fill_bytes(&mut data);
     let (path, block) = pod_path(c, &w.pod, &w.path)?;
     let checksum = sha(&data);
+    let remember = || {
+        c.env()
+            .checksums
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(w.remember.clone(), format!("{checksum}:{}", w.random_bytes));
+    };
+    if let Some(who) = non_root_identity(c, &w.pod).filter(|_| !block) {
+        let script = [std::ffi::OsStr::new("-c"), "cat > \"$1\" && sync".as_ref(), "sh".as_ref(), path.as_os_str()];
+        as_identity(who, "sh", &script, data)
+            .await
+            .map_err(|e| fail(format!("writing {} in pod {}: {e}", w.path, w.pod)))?;
+        remember();
+        return Ok(());
+    }
     let path2 = path.clone();
     let offset = w.offset;
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -48,11 +114,7 @@ pub(super) async fn write<C: Cluster>(c: &C, w: &model::Write) -> Result<()> {
     .await
     .map_err(|e| fail(e.to_string()))?
     .map_err(|e| fail(format!("writing {} in pod {}: {e}", w.path, w.pod)))?;
-    c.env()
-        .checksums
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(w.remember.clone(), format!("{checksum}:{}", w.random_bytes));
+    remember();
     Ok(())
 }
 
@@ -69,7 +131,27 @@ pub(super) async fn read<C: Cluster>(c: &C, r: &model::Read) -> Result<()> {
     let len: u64 = r.length.unwrap_or_else(|| len.parse().unwrap_or(0));
     let (path, block) = pod_path(c, &r.pod, &r.path)?;
     let offset = r.offset;
-    let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+    let data = if let Some(who) = non_root_identity(c, &r.pod).filter(|_| !block) {
+        as_identity(who, "cat", &[path.as_os_str()], Vec::new()).await
+    } else {
+        read_as_root(path, block, offset, len).await
+    }
+    .map_err(|e| fail(format!("reading {} in pod {}: {e}", r.path, r.pod)))?;
+    let have = sha(&data);
+    if have != want {
+        return Err(fail(format!(
+            "{} in pod {}: checksum {} != remembered {}",
+            r.path,
+            r.pod,
+            &have[..12],
+            &want[..12.min(want.len())]
+        )));
+    }
+    Ok(())
+}
+
+async fn read_as_root(path: std::path::PathBuf, block: bool, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(&path)?;
         if block {
@@ -85,16 +167,23 @@ pub(super) async fn read<C: Cluster>(c: &C, r: &model::Read) -> Result<()> {
         }
     })
     .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The size of the filesystem a pod sees at a path (`df`'s total).
+pub(super) async fn filesystem<C: Cluster>(c: &C, f: &model::FilesystemCheck) -> Result<()> {
+    let (path, _) = pod_path(c, &f.pod, &f.path)?;
+    let total = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let s = nix::sys::statvfs::statvfs(&path).map_err(std::io::Error::from)?;
+        Ok(s.blocks().saturating_mul(s.fragment_size()))
+    })
+    .await
     .map_err(|e| fail(e.to_string()))?
-    .map_err(|e| fail(format!("reading {} in pod {}: {e}", r.path, r.pod)))?;
-    let have = sha(&data);
-    if have != want {
+    .map_err(|e| fail(format!("statfs of {} in pod {}: {e}", f.path, f.pod)))?;
+    if total < f.size_at_least {
         return Err(fail(format!(
-            "{} in pod {}: checksum {} != remembered {}",
-            r.path,
-            r.pod,
-            &have[..12],
-            &want[..12.min(want.len())]
+            "the filesystem at {} in pod {} is {total} bytes, less than {}",
+            f.path, f.pod, f.size_at_least
         )));
     }
     Ok(())

@@ -33,6 +33,9 @@ pub(super) async fn fault<C: Cluster>(c: &mut C, f: &model::Fault) -> Result<()>
         let pv = host.pointer("/spec/volumeName").and_then(Value::as_str).unwrap_or("").to_string();
         c.host_admin("POST", &format!("sharemanagers/{pv}/move"), None).await?;
     }
+    if let Some(address) = &f.change_host_address {
+        c.change_host_address(address).await?;
+    }
     if let Some(what) = &f.kill_and_restart {
         c.kill_and_restart(what).await?;
     }

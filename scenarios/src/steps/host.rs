@@ -147,6 +147,18 @@ pub(super) async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Res
         })
         .await;
     }
+    if let Some(vm) = &e.vm_spec {
+        let want: BTreeSet<String> = e.hotplugged.clone().unwrap_or_default().into_iter().collect();
+        return eventually(e.within, &format!("hot-pluggable volumes in the spec of VM {vm}"), || async {
+            let claims = vm_spec_hotplugs(env, vm).await?;
+            let mut have = BTreeSet::new();
+            for claim in claims {
+                have.insert(guest_name_of(env, &claim).await);
+            }
+            Ok(if have == want { None } else { Some(format!("the spec lists {have:?}, want {want:?}")) })
+        })
+        .await;
+    }
     if let Some(claim) = &e.export_of {
         let want = e.export_state.clone().unwrap_or_else(|| "Enabled".into());
         let ar = ApiResource::from_gvk_with_plural(
@@ -165,7 +177,62 @@ pub(super) async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Res
         })
         .await;
     }
-    Err(fail("expectHost needs pvcOf, vmi, exportOf or noHostVolumes"))
+    Err(fail("expectHost needs pvcOf, vmi, vmSpec, exportOf or noHostVolumes"))
+}
+
+fn vm_api(env: &crate::env::Env) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+        "virtualmachines",
+    );
+    Api::namespaced_with(env.host.clone(), &env.host_namespace, &ar)
+}
+
+/// The host claims a VM's spec lists as hot-pluggable volumes: what it boots with.
+async fn vm_spec_hotplugs(env: &crate::env::Env, vm: &str) -> Result<Vec<String>> {
+    let obj = vm_api(env).get(vm).await.map_err(|x| fail(format!("VM {vm}: {x}")))?;
+    Ok(obj
+        .data
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| v.pointer("/persistentVolumeClaim/hotpluggable") == Some(&json!(true)))
+        .filter_map(|v| v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str).map(String::from))
+        .collect())
+}
+
+/// The guest claim a host claim was made for (its annotation), else the host name.
+async fn guest_name_of(env: &crate::env::Env, host_claim: &str) -> String {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(env.host.clone(), &env.host_namespace);
+    api.get_opt(host_claim)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| p.metadata.annotations)
+        .and_then(|a| a.get("csi.harvesterhci.io/guest-pvc-name").cloned())
+        .unwrap_or_else(|| host_claim.to_string())
+}
+
+/// From now until the scenario ends (its environment is dropped): any hot-pluggable
+/// volume in `vm`'s spec is a violation (a disk plugged into a VM that is down or fenced).
+pub(super) fn never_plugged_into(env: &std::sync::Arc<crate::env::Env>, vm: String) {
+    let weak = std::sync::Arc::downgrade(env);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let Some(env) = weak.upgrade() else { return };
+            let Ok(claims) = vm_spec_hotplugs(&env, &vm).await else { continue };
+            if let Some(claim) = claims.first() {
+                let name = guest_name_of(&env, claim).await;
+                env.plugged_while_down
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("{name} in the spec of {vm}"));
+                return;
+            }
+        }
+    });
 }
 
 pub(super) async fn orphan_report<C: Cluster>(c: &C, o: &model::OrphanReport) -> Result<()> {

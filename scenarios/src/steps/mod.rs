@@ -93,5 +93,26 @@ pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
             }
             Ok(())
         }
+        Step::Filesystem(f) => data::filesystem(c, f).await,
+        Step::NeverPluggedInto(vm) => {
+            host::never_plugged_into(c.env(), vm.clone());
+            Ok(())
+        }
+        Step::NoFailed(phase) => {
+            let failed: Vec<String> = c
+                .env()
+                .timeline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|p| p.name == *phase && !p.ok)
+                .map(|p| format!("{} at {} ms", p.subject, p.start_ms))
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(fail(format!("{} failed {phase} call(s): {}", failed.len(), failed.join(", "))))
+            }
+        }
     }
 }

@@ -59,6 +59,12 @@ impl Host {
         list.items.iter().map(vmi_of).collect()
     }
 
+    /// The names of the VMs in the guest's namespace.
+    pub async fn vm_names(&self) -> Result<Vec<String>> {
+        let list = self.call("list virtualmachines", self.vms().list(&Default::default())).await?;
+        Ok(list.items.into_iter().filter_map(|o| o.metadata.name).collect())
+    }
+
     pub async fn list_vms(&self) -> Result<Vec<Vm>> {
         let list = self.call("list virtualmachines", self.vms().list(&Default::default())).await?;
         list.items.iter().map(vm_of).collect()
