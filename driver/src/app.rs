@@ -14,7 +14,6 @@ use crate::host::{Feature, Host};
 use crate::identity::IdentityService;
 use crate::metrics::Metrics;
 use crate::mount::LinuxMounter;
-use crate::mount::NfsMounter;
 use crate::node::{self, NodeService};
 use crate::server::{self, Endpoint};
 
@@ -158,8 +157,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             node_id,
             root: config.root.clone(),
             host: host.clone(),
-            mounter: Arc::new(LinuxMounter::new()),
-            nfs: NfsMounter { helper: config.nfs_mount_helper.clone() },
+            mounter: Arc::new(LinuxMounter::new().with_nfs_helper(config.nfs_mount_helper.clone())),
             locks: locks.clone(),
             metrics: metrics.clone(),
             max_volumes_per_node: config.max_volumes_per_node,

@@ -114,9 +114,10 @@ impl Error {
                 MountError::Busy { .. } => Code::Unavailable,
                 MountError::Timeout { .. } => Code::DeadlineExceeded,
                 MountError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Code::NotFound,
-                MountError::CommandFailed { .. } | MountError::Io { .. } | MountError::Malformed { .. } => {
-                    Code::Internal
-                }
+                MountError::CommandFailed { .. }
+                | MountError::MissingCapability { .. }
+                | MountError::Io { .. }
+                | MountError::Malformed { .. } => Code::Internal,
             },
             Error::Host { source, .. } => match source.as_ref() {
                 kube::Error::Api(r) => match (r.reason.as_str(), r.code) {

@@ -17,8 +17,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::host::CapabilityReport;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     method: String,
@@ -56,6 +54,18 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.002, 2.0, 16))
 }
 
+/// The capability report in the plain terms the metrics need; built by the host
+/// module's feature detection, which owns the report's types.
+#[derive(Debug, Clone)]
+pub struct CapabilitySnapshot {
+    /// (feature name, enabled).
+    pub features: Vec<(String, bool)>,
+    pub host_version: String,
+    pub hotplug: String,
+    /// The report as served on `/capabilities`.
+    pub report: serde_json::Value,
+}
+
 pub struct Metrics {
     registry: Registry,
     rpc_total: Family<RpcLabels, Counter>,
@@ -65,7 +75,7 @@ pub struct Metrics {
     host_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     features: Family<FeatureLabels, Gauge>,
     host_info: Family<HostInfoLabels, Gauge>,
-    report: RwLock<Option<CapabilityReport>>,
+    report: RwLock<Option<serde_json::Value>>,
 }
 
 impl Default for Metrics {
@@ -129,19 +139,17 @@ impl Metrics {
         self.host_duration.get_or_create(&OperationLabels { operation: operation.into() }).observe(took.as_secs_f64());
     }
 
-    pub fn set_report(&self, report: &CapabilityReport) {
-        for (f, s) in &report.features {
-            let name = serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-            self.features.get_or_create(&FeatureLabels { feature: name }).set(i64::from(s.enabled));
+    /// Publishes the capability report: a gauge per feature, the host's version and
+    /// hotplug form, and the whole report (as JSON) for `/capabilities`.
+    pub fn set_capabilities(&self, capabilities: CapabilitySnapshot) {
+        for (feature, enabled) in capabilities.features {
+            self.features.get_or_create(&FeatureLabels { feature }).set(i64::from(enabled));
         }
         self.host_info.clear();
         self.host_info
-            .get_or_create(&HostInfoLabels {
-                version: report.host_version.clone(),
-                hotplug: format!("{:?}", report.hotplug),
-            })
+            .get_or_create(&HostInfoLabels { version: capabilities.host_version, hotplug: capabilities.hotplug })
             .set(1);
-        *self.report.write().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        *self.report.write().unwrap_or_else(|p| p.into_inner()) = Some(capabilities.report);
     }
 
     pub fn render(&self) -> String {
@@ -178,7 +186,7 @@ async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
 async fn capabilities_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     let report = m.report.read().unwrap_or_else(|p| p.into_inner()).clone();
     match report {
-        Some(r) => (StatusCode::OK, axum::Json(serde_json::json!(r))).into_response(),
+        Some(r) => (StatusCode::OK, axum::Json(r)).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not probed yet").into_response(),
     }
 }

@@ -9,6 +9,7 @@ pub mod components;
 pub mod csi;
 pub mod env;
 pub mod model;
+pub mod quantity;
 pub mod report;
 pub mod runner;
 pub mod steps;

@@ -1,6 +1,6 @@
 //! Runs scenario files one after another on a backend.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,12 +33,15 @@ pub fn load(path: &Path) -> Result<Scenario, Failure> {
     model::load(&text, &path.display().to_string()).map_err(Failure)
 }
 
+/// A live, rewritten status line on a terminal; in logs and pipes, one plain line
+/// per update (no control codes), so a hang shows the step it hung in.
 fn progress(line: &str) {
-    if std::env::var_os("CI").is_some() {
-        println!("{line}");
-    } else {
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() && std::env::var_os("CI").is_none() {
         print!("\r\x1b[2K{line}");
-        let _ = std::io::stdout().flush();
+        let _ = stdout.lock().flush();
+    } else {
+        println!("{}", line.trim_end());
     }
 }
 

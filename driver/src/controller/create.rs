@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::ControllerService;
 use crate::capabilities::{shape_of_all, Shape};
+use crate::contexts;
 use crate::error::{Error, Result};
 use crate::host::pvc::{pvc_capacity, pvc_phase, pvc_request};
 use crate::host::{str_at, Feature, LONGHORN_PROVISIONER};
@@ -35,12 +36,6 @@ pub mod params {
     pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
     pub const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
     pub const KNOWN: &[&str] = &[HOST_STORAGE_CLASS, HOST_VOLUME_MODE, HOST_ACCESS_MODE];
-}
-
-/// Volume context keys returned to the CO (and given back on publish/stage).
-pub mod context {
-    pub const SHARED: &str = "harvesterhci.io/shared";
-    pub const HOST_VOLUME_MODE: &str = "harvesterhci.io/hostVolumeMode";
 }
 
 #[derive(Debug, Clone)]
@@ -440,9 +435,9 @@ impl ControllerService {
             .filter(|(k, _)| !k.starts_with("csi.storage.k8s.io/"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        volume_context.insert(context::SHARED.into(), r.shape.shared.to_string());
+        volume_context.insert(contexts::volume::SHARED.into(), r.shape.shared.to_string());
         volume_context.insert(
-            context::HOST_VOLUME_MODE.into(),
+            contexts::volume::HOST_VOLUME_MODE.into(),
             bound.spec.as_ref().and_then(|s| s.volume_mode.clone()).unwrap_or_else(|| "Filesystem".into()),
         );
         Ok(csi::CreateVolumeResponse {

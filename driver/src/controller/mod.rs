@@ -11,9 +11,6 @@ mod snapshots;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use create::context as volume_context;
-pub use publish::publish_context;
-
 use csi_proto::csi::v1 as csi;
 use tonic::{Request, Response, Status};
 

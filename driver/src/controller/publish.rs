@@ -9,22 +9,11 @@ use tokio::time::Instant;
 
 use super::ControllerService;
 use crate::capabilities::shape_of;
+use crate::contexts::publish as publish_context;
 use crate::error::{Error, Result};
 use crate::host::kubevirt::{Attachment, DiskSpec};
 use crate::host::Feature;
 use crate::names;
-
-/// Keys of the publish context the node plugin reads.
-pub mod publish_context {
-    /// Exact `/dev/disk/by-id` name of the hot-plugged disk.
-    pub const BY_ID: &str = "harvesterhci.io/byIdName";
-    /// Size the host allocated, to check the device against.
-    pub const SIZE: &str = "harvesterhci.io/sizeBytes";
-    /// `true` for an NFS export.
-    pub const SHARED: &str = "harvesterhci.io/shared";
-    /// The host PV (NetworkFilesystem name) of an export.
-    pub const EXPORT: &str = "harvesterhci.io/export";
-}
 
 fn host_pv(pvc: &PersistentVolumeClaim) -> String {
     pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default()

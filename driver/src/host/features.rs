@@ -107,6 +107,16 @@ impl Default for CapabilityReport {
 }
 
 impl CapabilityReport {
+    /// The report as the metrics publish it.
+    pub fn snapshot(&self) -> crate::metrics::CapabilitySnapshot {
+        let name = |f: &Feature| serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from));
+        crate::metrics::CapabilitySnapshot {
+            features: self.features.iter().filter_map(|(f, s)| Some((name(f)?, s.enabled))).collect(),
+            host_version: self.host_version.clone(),
+            hotplug: format!("{:?}", self.hotplug),
+            report: serde_json::json!(self),
+        }
+    }
     pub fn enabled(&self, f: Feature) -> bool {
         self.features.get(&f).is_some_and(|s| s.enabled)
     }
@@ -194,7 +204,7 @@ impl Host {
     pub async fn probe_features(&self) -> CapabilityReport {
         let stored = self.for_probing().probe_all().await;
         log_report(&stored);
-        self.metrics.set_report(&stored);
+        self.metrics.set_capabilities(stored.snapshot());
         stored
     }
 

@@ -11,11 +11,17 @@ use nix::errno::Errno;
 
 use super::command::{Cmd, Output};
 use super::mountinfo::{self, MOUNTINFO_PATH};
+use super::nfs::NfsMounter;
 use super::{FsStats, FsType, MountError, MountInfo, Mounter};
 
 /// More stacked mounts than this on one target means something keeps
 /// re-mounting it; give up rather than spin.
 const MAX_STACKED_MOUNTS: usize = 32;
+
+/// How long an unmount waits out a transiently busy mount (a forked child's
+/// inherited descriptor): about 0.75 s in all, then busy is reported.
+const BUSY_RETRY_DELAYS: [Duration; 4] =
+    [Duration::from_millis(50), Duration::from_millis(100), Duration::from_millis(200), Duration::from_millis(400)];
 
 #[derive(Debug, Clone)]
 pub struct LinuxMounter {
@@ -23,11 +29,16 @@ pub struct LinuxMounter {
     timeout: Duration,
     /// For commands whose run time grows with the volume: mkfs, fsck, resize.
     slow_timeout: Duration,
+    nfs: NfsMounter,
 }
 
 impl Default for LinuxMounter {
     fn default() -> Self {
-        LinuxMounter { timeout: Self::DEFAULT_TIMEOUT, slow_timeout: Self::DEFAULT_SLOW_TIMEOUT }
+        LinuxMounter {
+            timeout: Self::DEFAULT_TIMEOUT,
+            slow_timeout: Self::DEFAULT_SLOW_TIMEOUT,
+            nfs: NfsMounter::default(),
+        }
     }
 }
 
@@ -42,6 +53,13 @@ impl LinuxMounter {
     /// Deadline for quick commands (probe, mount, unmount).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// NFS mounts through `helper` (called as `HELPER <server>:<export> <target> <options>`)
+    /// instead of `mount -t nfs`: where the kernel has no NFS client.
+    pub fn with_nfs_helper(mut self, helper: Option<PathBuf>) -> Self {
+        self.nfs = NfsMounter { helper };
         self
     }
 
@@ -193,9 +211,19 @@ impl Mounter for LinuxMounter {
         // The kernel's spelling of the mount point lets umount run with -c
         // (no canonicalisation), so it never stats a dead mount and hangs.
         let mount_point = top.target;
+        let mut busy_waits = BUSY_RETRY_DELAYS.iter();
         for _ in 0..MAX_STACKED_MOUNTS {
             let cmd = Cmd::new("umount").args(["-c", "--"]).arg(&mount_point);
-            let out = cmd.output(self.timeout).await?;
+            let mut out = cmd.output(self.timeout).await?;
+            // A process that forks (this one runs mkfs, mount, ... for other volumes) leaves its
+            // child a copy of every open descriptor until the child's exec; a descriptor of a file
+            // on this mount then keeps it busy for that moment. Only a busy state that outlasts
+            // a short wait is real.
+            while out.code != Some(0) && out.diagnostic().contains("busy") {
+                let Some(delay) = busy_waits.next() else { break };
+                tokio::time::sleep(*delay).await;
+                out = cmd.output(self.timeout).await?;
+            }
             if out.code != Some(0) {
                 let diag = out.diagnostic();
                 if diag.contains("busy") {
@@ -245,8 +273,20 @@ impl Mounter for LinuxMounter {
             // Single-device volumes: devid 1 is the only device.
             FsType::Btrfs => Cmd::new("btrfs").args(["filesystem", "resize", "--", "max"]).arg(mount_point),
         };
-        cmd.run(self.slow_timeout).await?;
-        Ok(())
+        let out = cmd.output(self.slow_timeout).await?;
+        if out.code == Some(0) {
+            return Ok(());
+        }
+        // EXT4_IOC_RESIZE_FS needs CAP_SYS_RESOURCE; resize2fs words the EPERM like this.
+        if fs == FsType::Ext4 && out.combined().contains("Permission denied to resize filesystem") {
+            return Err(MountError::MissingCapability {
+                cmd: cmd.display(),
+                what: "growing a mounted ext4 filesystem",
+                capability: "CAP_SYS_RESOURCE",
+                detail: out.diagnostic(),
+            });
+        }
+        Err(cmd.failed(&out))
     }
 
     fn stats(&self, path: &Path) -> Result<FsStats, MountError> {
@@ -294,6 +334,14 @@ impl Mounter for LinuxMounter {
             Ok(_) => false,
             Err(e) => e.raw_os_error().is_some_and(is_stale_errno),
         }
+    }
+
+    fn is_same_device_node(&self, a: &Path, b: &Path) -> bool {
+        super::targets::same_device_node(a, b)
+    }
+
+    async fn mount_nfs(&self, server: &str, export: &str, target: &Path, options: &str) -> Result<(), MountError> {
+        self.nfs.mount(server, export, target, options).await
     }
 }
 

@@ -8,6 +8,8 @@
 //! operators can reproduce by hand.
 
 mod command;
+#[cfg(test)]
+pub mod fake;
 mod linux;
 mod mountinfo;
 mod nfs;
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 pub use linux::LinuxMounter;
 pub use nfs::NfsMounter;
-pub use targets::{ensure_dir, ensure_file, remove_target, same_device_node, unmount_if_mounted};
+pub use targets::{ensure_dir, ensure_file, remove_target, unmount_if_mounted};
 
 /// Filesystems the driver creates and manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +81,10 @@ pub enum MountError {
     /// `code` is `None` when the command was killed by a signal.
     #[error("`{cmd}` failed (exit status {}): {stderr}", code.map_or_else(|| "none: killed by signal".to_owned(), |c| c.to_string()))]
     CommandFailed { cmd: String, code: Option<i32>, stderr: String },
+
+    /// The kernel refused an operation for want of a capability the node plugin lacks.
+    #[error("`{cmd}` was refused by the kernel: {what} needs {capability}, which this node plugin does not have (run it privileged); it said: {detail}")]
+    MissingCapability { cmd: String, what: &'static str, capability: &'static str, detail: String },
 
     #[error("`{cmd}` did not finish within {after:?} and was killed")]
     Timeout { cmd: String, after: Duration },
@@ -225,6 +231,20 @@ pub trait Mounter: Send + Sync {
     /// Whether `target` looks like a mount whose backing store has gone away
     /// (stat fails with ENOTCONN, EIO or ESTALE).
     fn is_stale(&self, target: &Path) -> bool;
+
+    /// Whether `a` is the block device node `b` (or a bind of it): same device
+    /// number, and both really device nodes.
+    fn is_same_device_node(&self, a: &Path, b: &Path) -> bool;
+
+    /// Mounts the NFS export `server:export` at `target` (which must exist)
+    /// with `options` (comma-separated, as `mount -o` takes them).
+    fn mount_nfs(
+        &self,
+        server: &str,
+        export: &str,
+        target: &Path,
+        options: &str,
+    ) -> impl Future<Output = Result<(), MountError>> + Send;
 }
 
 #[cfg(test)]

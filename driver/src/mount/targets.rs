@@ -71,7 +71,7 @@ pub async fn unmount_if_mounted(mounter: &impl Mounter, path: &Path) -> Result<(
 
 /// Whether two paths are the same device node (a block publish target bound from the
 /// device, and the device): same device number, and both actually device nodes.
-pub fn same_device_node(a: &Path, b: &Path) -> bool {
+pub(super) fn same_device_node(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let rdev = |p: &Path| fs::metadata(p).ok().filter(|m| m.file_type().is_block_device()).map(|m| m.rdev());
     rdev(a).is_some() && rdev(a) == rdev(b)

@@ -1,10 +1,15 @@
 //! The CSI Node service: stage (find the exact device, safe format, mount;
 //! or mount the NFS export), publish (bind mounts), stats, expansion, health.
 
+mod host_access;
 mod publish;
+#[cfg(test)]
+mod service_tests;
 mod stage;
 mod stats;
 pub mod vm_identity;
+
+pub use host_access::NodeHost;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,25 +19,24 @@ use std::time::Duration;
 use csi_proto::csi::v1 as csi;
 use tonic::{Request, Response, Status};
 
-use crate::mount::NfsMounter;
-
 use crate::capabilities;
 use crate::deadline::deadline;
 use crate::error::{Error, Result};
 use crate::guard::VolumeLocks;
 use crate::host::Host;
 use crate::metrics::Metrics;
-use crate::mount::LinuxMounter;
+use crate::mount::{LinuxMounter, Mounter};
 use crate::rpc::observe;
 
-pub struct NodeService {
+/// Generic over the mounter and the host so that its unit tests run every path
+/// with fakes; production uses [`LinuxMounter`] and [`Host`].
+pub struct NodeService<M = LinuxMounter, H = Host> {
     /// The VM this node runs in (the CSI node id).
     pub node_id: String,
     /// Prefix for `/dev/disk/by-id` and `/sys`.
     pub root: PathBuf,
-    pub host: Host,
-    pub mounter: Arc<LinuxMounter>,
-    pub nfs: NfsMounter,
+    pub host: H,
+    pub mounter: Arc<M>,
     pub locks: VolumeLocks,
     pub metrics: Arc<Metrics>,
     pub max_volumes_per_node: i64,
@@ -65,7 +69,7 @@ pub(crate) fn volume_path(p: &str) -> Result<&Path> {
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
 
 #[tonic::async_trait]
-impl csi_proto::Node for NodeService {
+impl<M: Mounter + 'static, H: NodeHost + 'static> csi_proto::Node for NodeService<M, H> {
     async fn node_stage_volume(
         &self,
         request: Request<csi::NodeStageVolumeRequest>,

@@ -6,14 +6,14 @@ use std::path::Path;
 use csi_proto::csi::v1 as csi;
 use tokio::time::Instant;
 
-use super::{checked_path, NodeService};
+use super::{checked_path, NodeHost, NodeService};
 use crate::capabilities::shape_of;
-use crate::controller::publish_context as ctx;
+use crate::contexts::publish as ctx;
 use crate::error::{Error, Result};
-use crate::mount::{ensure_dir, ensure_file, remove_target, same_device_node, unmount_if_mounted, MountInfo, Mounter};
+use crate::mount::{ensure_dir, ensure_file, remove_target, unmount_if_mounted, MountInfo, Mounter};
 use crate::names;
 
-impl NodeService {
+impl<M: Mounter, H: NodeHost> NodeService<M, H> {
     pub(super) async fn publish(&self, req: csi::NodePublishVolumeRequest) -> Result<csi::NodePublishVolumeResponse> {
         names::validate_volume_id(&req.volume_id)?;
         let target = checked_path("target path", &req.target_path)?.to_path_buf();
@@ -81,7 +81,7 @@ impl NodeService {
                 .get(ctx::BY_ID)
                 .ok_or_else(|| Error::InvalidArgument("publish context lacks the device name".into()))?;
             let device = self.find_device(by_id, Instant::now()).await?;
-            same_device_node(target, &device)
+            self.mounter.is_same_device_node(target, &device)
         } else {
             self.mounter
                 .mount_at(staging)?

@@ -6,9 +6,9 @@ use std::time::Duration;
 use csi_proto::csi::v1 as csi;
 use tokio::time::Instant;
 
-use super::{checked_path, NodeService};
+use super::{checked_path, NodeHost, NodeService};
 use crate::capabilities::shape_of;
-use crate::controller::publish_context as ctx;
+use crate::contexts::publish as ctx;
 use crate::error::{Error, Result};
 use crate::mount::{FsType, Mounter};
 use crate::names;
@@ -19,10 +19,10 @@ pub(super) fn is_shared(
     volume: &std::collections::HashMap<String, String>,
 ) -> bool {
     publish.get(ctx::SHARED).map(String::as_str) == Some("true")
-        || volume.get(crate::controller::volume_context::SHARED).map(String::as_str) == Some("true")
+        || volume.get(crate::contexts::volume::SHARED).map(String::as_str) == Some("true")
 }
 
-impl NodeService {
+impl<M: Mounter, H: NodeHost> NodeService<M, H> {
     /// The hot-plugged disk of a volume: the exact by-id link under `--root`.
     pub(super) async fn find_device(&self, by_id: &str, until: Instant) -> Result<PathBuf> {
         if by_id.is_empty() || by_id.contains('/') || by_id.starts_with('.') {
@@ -120,13 +120,12 @@ impl NodeService {
             Some(e) => e.clone(),
             None => self
                 .host
-                .get_pvc(&req.volume_id)
+                .host_pv_of(&req.volume_id)
                 .await?
-                .and_then(|p| p.spec.and_then(|s| s.volume_name))
                 .ok_or_else(|| Error::NotFound(format!("volume {} has no host volume", req.volume_id)))?,
         };
         names::validate_volume_id(&export_name)?;
-        let export = self.host.wait_nfs_ready(&export_name, deadline).await?;
+        let export = self.host.wait_export_ready(&export_name, deadline).await?;
         let wanted_source = format!("{}:{}", export.endpoint, export.path);
         if let Some(m) = self.mounter.mount_at(staging)? {
             if m.source == wanted_source && !self.mounter.is_stale(staging) {
@@ -142,7 +141,7 @@ impl NodeService {
             options.push(',');
             options.push_str(f);
         }
-        Ok(self.nfs.mount(&export.endpoint, &export.path, staging, &options).await?)
+        Ok(self.mounter.mount_nfs(&export.endpoint, &export.path, staging, &options).await?)
     }
 
     pub(super) async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> Result<csi::NodeUnstageVolumeResponse> {

@@ -7,7 +7,7 @@ use csi::volume_health::VolumeHealthEntry;
 use csi::VolumeHealthErrorType as Kind;
 use csi_proto::csi::v1 as csi;
 
-use super::{checked_path, volume_path, NodeService};
+use super::{checked_path, volume_path, NodeHost, NodeService};
 use crate::error::{Error, Result};
 use crate::mount::{FsType, Mounter};
 use crate::names;
@@ -16,7 +16,7 @@ fn usage(unit: csi::volume_usage::Unit, total: u64, available: u64, used: u64) -
     csi::VolumeUsage { available: available as i64, total: total as i64, used: used as i64, unit: unit as i32 }
 }
 
-impl NodeService {
+impl<M: Mounter, H: NodeHost> NodeService<M, H> {
     fn is_block_target(path: &Path) -> Result<bool> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound(format!("volume path {} does not exist", path.display())),

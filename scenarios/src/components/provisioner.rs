@@ -42,7 +42,7 @@ async fn provision(env: &Env, pvc: &PersistentVolumeClaim, sc: &StorageClass) ->
         .as_ref()
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"))
-        .and_then(|q| crate::steps::quantity(&q.0))
+        .and_then(|q| crate::quantity::quantity(&q.0))
         .unwrap_or(0);
     let source = match spec.data_source.as_ref() {
         Some(ds) if ds.kind == "VolumeSnapshot" => {

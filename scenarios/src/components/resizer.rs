@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::{guest_event, Backoff, Env};
-use crate::steps::{capacity_of, quantity};
+use crate::quantity::{capacity_of, quantity};
 
 async fn expand(env: &Env, pvc: &PersistentVolumeClaim, want: u64) -> Result<(), String> {
     let ns = pvc.metadata.namespace.clone().unwrap_or_default();

@@ -12,7 +12,8 @@ use crate::backend::Cluster;
 use crate::model;
 
 use super::host::host_object_of_handle;
-use super::{capacity_of, eventually, fail, Result};
+use super::{eventually, fail, Result};
+use crate::quantity::capacity_of;
 
 pub(super) async fn apply<C: Cluster>(c: &C, objects: &[Value]) -> Result<()> {
     let discovery =
