@@ -99,6 +99,10 @@ pub enum Tool {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list volumes the upstream driver made that this driver never used
+        /// (unlabelled `pvc-<uuid>` RWX host PVCs); their guest cluster is unknown.
+        #[arg(long)]
+        include_unowned: bool,
     },
     /// Make this guest cluster's identity on the Harvester host and write its
     /// cloud-config (what upstream's generate_addon_csi.sh does): a ServiceAccount

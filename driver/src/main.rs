@@ -33,8 +33,8 @@ async fn main() -> std::process::ExitCode {
         stop.cancel();
     });
     match &config.tool {
-        Some(Tool::Orphans { json }) => {
-            return match orphan_report(&config, *json).await {
+        Some(Tool::Orphans { json, include_unowned }) => {
+            return match orphan_report(&config, *json, *include_unowned).await {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("harvester-csi-driver orphans: {e}");
@@ -63,12 +63,12 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn orphan_report(config: &Config, json: bool) -> anyhow::Result<()> {
+async fn orphan_report(config: &Config, json: bool, include_unowned: bool) -> anyhow::Result<()> {
     use harvester_csi_driver::{app, host::Host, metrics::Metrics, orphans};
     let (client, namespace, _) = app::host_client(config).await?;
     let host = Host::new(client, namespace, std::sync::Arc::new(Metrics::default()));
     let guest = app::guest_client(config).await?;
-    let report = orphans::report(&host, config.cluster_id.as_deref(), guest.as_ref()).await?;
+    let report = orphans::report(&host, config.cluster_id.as_deref(), guest.as_ref(), include_unowned).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -27,6 +27,9 @@ pub mod keys {
     pub const SHARED: &str = "csi.harvesterhci.io/shared";
     /// The CO's name for a volume/snapshot whose host name is a hash of it.
     pub const CSI_NAME: &str = "csi.harvesterhci.io/csi-name";
+    /// `"true"` on a host volume another driver (upstream's) made and this one
+    /// labelled as its own when it first used it.
+    pub const ADOPTED: &str = "csi.harvesterhci.io/adopted";
 }
 
 pub(crate) fn is_dns_label(s: &str) -> bool {
