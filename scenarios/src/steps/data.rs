@@ -7,7 +7,7 @@ use crate::model;
 
 use super::{fail, Result};
 
-fn sha(data: &[u8]) -> String {
+pub(super) fn sha(data: &[u8]) -> String {
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -27,6 +27,26 @@ fn pod_path<C: Cluster>(c: &C, pod: &str, path: &str) -> Result<(std::path::Path
         }
     }
     Err(fail(format!("{path} is not on a volume of pod {pod}")))
+}
+
+/// Total size of the filesystem a pod sees at `path` (`stat -f` on the publish target).
+pub(super) async fn filesystem_size<C: Cluster>(c: &C, pod: &str, path: &str) -> Result<u64> {
+    let (target, block) = pod_path(c, pod, path)?;
+    if block {
+        return Err(fail(format!("{path} in pod {pod} is a block device, not a filesystem")));
+    }
+    let out = tokio::process::Command::new("stat")
+        .args(["-f", "-c", "%S %b"])
+        .arg(&target)
+        .output()
+        .await
+        .map_err(|e| fail(format!("stat: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut nums = text.split_whitespace().map(str::parse::<u64>);
+    match (out.status.success(), nums.next(), nums.next()) {
+        (true, Some(Ok(block_size)), Some(Ok(blocks))) => Ok(block_size * blocks),
+        _ => Err(fail(format!("stat -f {}: {}", target.display(), String::from_utf8_lossy(&out.stderr).trim()))),
+    }
 }
 
 pub(super) async fn write<C: Cluster>(c: &C, w: &model::Write) -> Result<()> {

@@ -5,6 +5,7 @@ mod data;
 mod fault;
 mod guest;
 mod host;
+pub mod upstream;
 
 use std::time::{Duration, Instant};
 
