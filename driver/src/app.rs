@@ -23,18 +23,32 @@ pub enum StartError {
     CloudConfig { path: String, reason: String },
     #[error("guest cluster access: {0}")]
     Guest(String),
+    #[error("{0}")]
+    Flags(String),
     #[error(transparent)]
     Endpoint(#[from] server::EndpointError),
     #[error("identifying this node's VM: {0}")]
     NodeIdentity(crate::error::Error),
+    #[error("identifying the host cluster: {0}")]
+    ClusterIdentity(crate::error::Error),
     #[error("reading this node's topology: {0}")]
     NodeTopology(crate::error::Error),
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
 }
 
+/// The host API as the cloud-config reaches it.
+pub struct HostConnection {
+    pub client: kube::Client,
+    /// The namespace of the cloud-config context: the VMs' namespace.
+    pub namespace: String,
+    pub url: String,
+    /// The CA certificate (DER) the cloud-config trusts, if it names one.
+    pub ca_der: Option<Vec<u8>>,
+}
+
 /// The host client from the cloud-config, and its namespace (the VMs' namespace).
-pub async fn host_client(config: &Config) -> Result<(kube::Client, String, String), StartError> {
+pub async fn host_client(config: &Config) -> Result<HostConnection, StartError> {
     let path = config.cloud_config_path();
     let err = |reason: String| StartError::CloudConfig { path: path.display().to_string(), reason };
     let kubeconfig = Kubeconfig::read_from(&path).map_err(|e| err(e.to_string()))?;
@@ -46,6 +60,7 @@ pub async fn host_client(config: &Config) -> Result<(kube::Client, String, Strin
     kc.default_retry = false;
     let namespace = kc.default_namespace.clone();
     let url = kc.cluster_url.to_string();
+    let ca_der = kc.root_cert.as_ref().and_then(|certs| certs.first().cloned());
     // Reads are retried briefly in place (host::retry::ReadRetry); the buffer makes the
     // boxed service clonable, which the retry layer needs.
     let client = kube::client::ClientBuilder::try_from(kc)
@@ -53,7 +68,7 @@ pub async fn host_client(config: &Config) -> Result<(kube::Client, String, Strin
         .with_layer(&tower::buffer::BufferLayer::new(1024))
         .with_layer(&tower::retry::RetryLayer::new(crate::host::retry::ReadRetry::default()))
         .build();
-    Ok((client, namespace, url))
+    Ok(HostConnection { client, namespace, url, ca_der })
 }
 
 pub async fn guest_client(config: &Config) -> Result<Option<kube::Client>, StartError> {
@@ -74,15 +89,35 @@ pub async fn guest_client(config: &Config) -> Result<Option<kube::Client>, Start
     }
 }
 
+/// Flag combinations that cannot mean what the operator wants: refused before anything starts.
+fn check_flags(config: &Config) -> Result<(), StartError> {
+    if !config.runs_controller() && config.guest_kubeconfig.is_some() {
+        return Err(StartError::Flags(
+            "--guest-kubeconfig is read only by the controller (--mode controller or all); \
+             a node plugin never talks to the guest cluster: remove the flag"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    check_flags(&config)?;
     let endpoint: Endpoint = config.endpoint.parse()?;
     let metrics = Arc::new(Metrics::default());
-    let (client, namespace, cluster_url) = host_client(&config).await?;
-    let cluster_topology = node::host_cluster_segment(&cluster_url);
+    let HostConnection { client, namespace, url: cluster_url, ca_der } = host_client(&config).await?;
     let host = Host::new(client.clone(), namespace.clone(), metrics.clone());
     tracing::info!(namespace = %namespace, mode = ?config.mode, "harvester-csi-driver starting");
+    let identity = retry_transient("identifying the host cluster", STARTUP_BUDGET, || {
+        host.cluster_identity(ca_der.as_deref(), &cluster_url)
+    })
+    .await
+    .map_err(StartError::ClusterIdentity)?;
+    tracing::info!(value = %identity.value, source = ?identity.source, "host cluster identity (topology segment)");
+    let cluster_topology = node::host_cluster_segment(&identity.value);
 
-    let guest_client = guest_client(&config).await?;
+    // Only the controller reads the guest cluster; a node plugin never asks for access.
+    let guest_client = if config.runs_controller() { guest_client(&config).await? } else { None };
     let guest = match &guest_client {
         Some(c) if config.runs_controller() => {
             let g = Guest::start(c.clone(), shutdown.clone());
@@ -95,7 +130,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         }
         _ => None,
     };
-    let guest_reason = if config.no_guest_access {
+    let guest_reason = if !config.runs_controller() {
+        "controller-side feature (this process runs in node mode)"
+    } else if config.no_guest_access {
         "disabled by --no-guest-access"
     } else {
         "no guest cluster access (in-cluster config or --guest-kubeconfig)"
@@ -176,4 +213,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     server::serve(router, endpoint, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use rstest::rstest;
+
+    use super::*;
+
+    #[rstest]
+    #[case(&["--mode=node", "--guest-kubeconfig=/g"], false)]
+    #[case(&["--mode=node"], true)]
+    #[case(&["--mode=controller", "--guest-kubeconfig=/g"], true)]
+    #[case(&["--mode=all", "--guest-kubeconfig=/g"], true)]
+    fn guest_kubeconfig_is_refused_in_node_mode(#[case] args: &[&str], #[case] ok: bool) {
+        let config = Config::try_parse_from(std::iter::once("harvester-csi-driver").chain(args.iter().copied()))
+            .expect("flags parse");
+        let checked = check_flags(&config);
+        assert_eq!(checked.is_ok(), ok, "{checked:?}");
+        if let Err(e) = checked {
+            assert!(e.to_string().contains("--guest-kubeconfig"), "{e}");
+        }
+    }
 }

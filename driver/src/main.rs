@@ -65,8 +65,8 @@ async fn main() -> std::process::ExitCode {
 
 async fn orphan_report(config: &Config, json: bool, include_unowned: bool) -> anyhow::Result<()> {
     use harvester_csi_driver::{app, host::Host, metrics::Metrics, orphans};
-    let (client, namespace, _) = app::host_client(config).await?;
-    let host = Host::new(client, namespace, std::sync::Arc::new(Metrics::default()));
+    let conn = app::host_client(config).await?;
+    let host = Host::new(conn.client, conn.namespace, std::sync::Arc::new(Metrics::default()));
     let guest = app::guest_client(config).await?;
     let report = orphans::report(&host, config.cluster_id.as_deref(), guest.as_ref(), include_unowned).await?;
     if json {

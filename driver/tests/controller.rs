@@ -438,8 +438,13 @@ async fn v1_5_rwx_volume_is_a_network_filesystem() {
         assert_eq!(nfs.pointer("/status/state"), Some(&json!("Enabled")), "publish returns once enabled: {nfs}");
         assert_eq!(nfs.pointer("/status/status"), Some(&json!("Ready")), "publish returns once ready: {nfs}");
         assert!(!env.vm_lists("guest-1", id).await, "an RWX volume is not hot-plugged");
-        // A second node shares it.
-        env.publish(id, "guest-2", cap.clone(), vol.volume_context.clone()).await.expect("publish to guest-2");
+        // Other nodes share it; their publishes do not exclude each other (no ABORTED retries).
+        let (a, b) = tokio::join!(
+            env.publish(id, "guest-2", cap.clone(), vol.volume_context.clone()),
+            env.publish(id, "guest-1", cap.clone(), vol.volume_context.clone()),
+        );
+        a.expect("publish to guest-2 alongside guest-1");
+        b.expect("publish to guest-1 again alongside guest-2");
 
         // Without guest access the driver cannot tell who else uses the export: it stays enabled (documented).
         env.unpublish(id, "guest-1").await.expect("unpublish");
@@ -451,6 +456,34 @@ async fn v1_5_rwx_volume_is_a_network_filesystem() {
         eventually("the NetworkFilesystem to be removed", || async { env.nfs(&pv).await.is_none().then_some(()) })
             .await;
         eventually("the host PVC to be removed", || async { env.host_pvc(id).await.is_none().then_some(()) }).await;
+        env.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_to_a_stopped_vm_is_refused_at_once_and_plugs_nothing() {
+    bounded(90, async {
+        let env = Env::start(Options::profile("v1.5")).await;
+        let id = "pvc-halted";
+        let vol = env.create(create_req(id, 64 * MIB, rwo_block(), &[])).await.expect("CreateVolume");
+        env.sim_request("POST", "/sim/vms/default/guest-2/stop", None).await;
+        eventually("guest-2 to stop", || async {
+            (env.vm("guest-2").await.pointer("/status/printableStatus") == Some(&json!("Stopped"))).then_some(())
+        })
+        .await;
+        let err = env
+            .publish(id, "guest-2", rwo_block(), vol.volume_context.clone())
+            .await
+            .expect_err("a stopped VM gets no disk");
+        // Refused, not DEADLINE_EXCEEDED after waiting for a Ready that cannot come.
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("not running"), "{}", err.message());
+        assert!(!env.vm_lists("guest-2", id).await, "nothing plugged into the halted VM's spec");
+        // The same volume attaches to a running VM.
+        env.publish(id, "guest-1", rwo_block(), vol.volume_context.clone()).await.expect("publish to guest-1");
+        env.unpublish(id, "guest-1").await.expect("unpublish");
+        env.delete(id).await.expect("delete");
         env.stop().await;
     })
     .await;

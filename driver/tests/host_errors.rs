@@ -56,7 +56,8 @@ async fn driver_host(server: &MockServer) -> Host {
         "--no-guest-access",
     ])
     .expect("flags");
-    let (client, namespace, _) = harvester_csi_driver::app::host_client(&config).await.expect("host client");
+    let harvester_csi_driver::app::HostConnection { client, namespace, .. } =
+        harvester_csi_driver::app::host_client(&config).await.expect("host client");
     assert_eq!(namespace, "default");
     Host::new(client, namespace, Arc::new(Metrics::default()))
 }

@@ -114,7 +114,8 @@ async fn driver_host(env: &Env, profile: &str) -> Host {
         "--no-guest-access",
     ])
     .expect("driver flags");
-    let (client, namespace, _) = harvester_csi_driver::app::host_client(&config).await.expect("host client");
+    let harvester_csi_driver::app::HostConnection { client, namespace, .. } =
+        harvester_csi_driver::app::host_client(&config).await.expect("host client");
     let host = Host::new(client, namespace, Arc::new(Metrics::default()));
     let report = host.probe_features().await;
     let want = if profile == "v1.8" { HotplugMode::Declarative } else { HotplugMode::Legacy };

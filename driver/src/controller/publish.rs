@@ -39,7 +39,9 @@ impl ControllerService {
         if !shape.shared {
             self.refuse_if_attached_elsewhere(&id, &vm, &self.host.attachments(&id).await?)?;
         }
-        let _guard = self.locks.try_lock(&id)?;
+        // Publishes of one RWX volume to several VMs all ask for the same export: they
+        // share the volume (and exclude an unpublish that might disable it).
+        let _guard = if shape.shared { self.locks.try_lock_shared(&id)? } else { self.locks.try_lock(&id)? };
         tracing::info!(volume = %id, node = %vm, readonly = req.readonly, "ControllerPublishVolume");
 
         let pvc = self.host.get_pvc(&id).await?.ok_or_else(|| Error::NotFound(format!("volume {id} not found")))?;
@@ -49,9 +51,8 @@ impl ControllerService {
         // The host PVC's own record decides, as in unpublish: a volume_context
         // (which a static PV can carry anything in) must not turn a disk into an export.
         if crate::host::pvc::is_nfs_export(&pvc) {
-            if self.host.get_vm(&vm).await?.is_none() {
-                return Err(no_vm());
-            }
+            let vm_obj = self.host.get_vm(&vm).await?.ok_or_else(no_vm)?;
+            self.refuse_unless_running(&id, &vm, &vm_obj)?;
             if shape.block {
                 return Err(Error::InvalidArgument(format!(
                     "volume {id} is a shared filesystem; it cannot be published as a block device"
@@ -69,6 +70,7 @@ impl ControllerService {
         // how many disks the VM already has (each host call is one more chance to fail).
         let (attachments, vm_obj) = self.host.attachments_and_vm(&id, &vm).await?;
         let vm_obj = vm_obj.ok_or_else(no_vm)?;
+        self.refuse_unless_running(&id, &vm, &vm_obj)?;
         self.refuse_if_attached_elsewhere(&id, &vm, &attachments)?;
         let here = attachments.into_iter().find(|a| a.vm == vm);
         if let Some(a) = &here {
@@ -116,6 +118,26 @@ impl ControllerService {
                 (publish_context::SHARED.to_string(), "false".to_string()),
             ]),
         })
+    }
+
+    /// FAILED_PRECONDITION, at once, for a VM that is not running or that the guest
+    /// has fenced (out-of-service taint): a disk plugged into a halted VM's spec
+    /// would boot with it later although another node may own the volume by
+    /// then, and waiting for it to become Ready would hold the volume's guard
+    /// against the detach a failover needs. The attacher retries with backoff.
+    fn refuse_unless_running(&self, id: &str, vm: &str, vm_obj: &serde_json::Value) -> Result<()> {
+        if !crate::host::kubevirt::vm_is_running(vm_obj) {
+            return Err(Error::FailedPrecondition(format!(
+                "VM {vm} is not running ({}): not publishing volume {id} to it",
+                crate::host::kubevirt::vm_status(vm_obj)
+            )));
+        }
+        if self.guest.as_ref().is_some_and(|g| g.node_out_of_service(vm)) {
+            return Err(Error::FailedPrecondition(format!(
+                "the guest node of VM {vm} is out of service (fenced): not publishing volume {id} to it"
+            )));
+        }
+        Ok(())
     }
 
     /// RWO: FAILED_PRECONDITION while any other VM holds the volume, on the host or (with
@@ -224,7 +246,10 @@ impl ControllerService {
         }
         match self.host.get_nfs(&pv).await? {
             None => Ok(()),
-            Some(_) => self.host.set_nfs_desired(&pv, false).await,
+            Some(_) => {
+                tracing::info!(volume = %volume, export = %pv, "no user left; disabling the NFS export");
+                self.host.set_nfs_desired(&pv, false).await
+            }
         }
     }
 }

@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::names::DRIVER_NAME;
 
+/// Kubernetes' taint for a node known to be shut down: its pods are deleted
+/// and its volumes force-detached (non-graceful node shutdown).
+pub const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
+
 pub struct Guest {
     pub client: kube::Client,
     vas: Store<VolumeAttachment>,
@@ -84,6 +88,19 @@ impl Guest {
             .and_then(|json| serde_json::from_str::<std::collections::BTreeMap<String, String>>(&json).ok())
             .and_then(|m| m.get(DRIVER_NAME).cloned())
             .unwrap_or_else(|| node_name.to_string())
+    }
+
+    /// Whether the guest node registered as `node_id` (a VM) carries the
+    /// out-of-service taint: it has been fenced, and nothing may attach there.
+    pub fn node_out_of_service(&self, node_id: &str) -> bool {
+        self.nodes.state().iter().any(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            self.node_id_of(&name) == node_id
+                && n.spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|ts| ts.iter().any(|t| t.key == OUT_OF_SERVICE_TAINT && t.effect == "NoExecute"))
+        })
     }
 
     fn our_vas(&self, volume: &str) -> Vec<std::sync::Arc<VolumeAttachment>> {

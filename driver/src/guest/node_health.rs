@@ -20,7 +20,7 @@ use crate::names;
 
 const LEASE: &str = "harvester-csi-node-monitor";
 const LEASE_NS: &str = "kube-system";
-const TAINT: &str = "node.kubernetes.io/out-of-service";
+use super::OUT_OF_SERVICE_TAINT as TAINT;
 /// Marks a taint this controller added, so it never removes someone else's.
 const ADDED_BY_US: &str = "csi.harvesterhci.io/out-of-service-taint";
 const LEASE_SECONDS: i32 = 15;
@@ -103,7 +103,7 @@ fn vm_of(node: &Node) -> String {
 /// cannot map to a VM (another infrastructure, a deleted VM) is never tainted.
 async fn vm_healthy(host: &Host, vm: &str) -> Option<bool> {
     let obj = host.get_vm(vm).await.ok()??;
-    Some(str_at(&obj, "/status/printableStatus") == "Running" && obj.pointer("/status/ready") == Some(&json!(true)))
+    Some(crate::host::kubevirt::vm_is_running(&obj))
 }
 
 /// Whether a serial-less hot-plugged disk is a volume of this driver that the

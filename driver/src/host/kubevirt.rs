@@ -171,6 +171,20 @@ pub fn attachments_by_volume(vms: &[Value], vmis: &[Value]) -> BTreeMap<String, 
     map
 }
 
+/// Whether a VM is running with its guest up (`printableStatus` Running and `ready`):
+/// the only state in which a disk may be plugged into it.
+pub fn vm_is_running(vm: &Value) -> bool {
+    str_at(vm, "/status/printableStatus") == "Running" && vm.pointer("/status/ready") == Some(&json!(true))
+}
+
+/// The VM's `printableStatus` ("Stopped", "Starting", ...), for messages.
+pub fn vm_status(vm: &Value) -> &str {
+    match str_at(vm, "/status/printableStatus") {
+        "" => "unknown",
+        s => s,
+    }
+}
+
 fn data(obj: &DynamicObject) -> Value {
     let mut v = obj.data.clone();
     if let Some(m) = v.as_object_mut() {

@@ -3,6 +3,7 @@
 //! NetworkFilesystems, snapshots and backups, settings, feature detection.
 //! Waits are watches bounded by the caller's deadline, never fixed sleeps.
 
+pub mod cluster_identity;
 pub mod credentials;
 pub mod features;
 pub mod kubevirt;

@@ -74,12 +74,18 @@ impl FakeMounter {
     /// Registers a device file (which must exist) of `size` bytes, blank or
     /// already holding `signature` (a filesystem filling the device).
     pub fn add_device(&self, path: &Path, size: u64, signature: Option<&str>) {
+        self.add_device_with_fs(path, size, signature, size);
+    }
+
+    /// Like [`FakeMounter::add_device`], with a filesystem smaller than the device
+    /// (a restored or cloned volume in a larger claim).
+    pub fn add_device_with_fs(&self, path: &Path, size: u64, signature: Option<&str>, fs_size: u64) {
         let mut s = self.state();
         s.next_minor += 1;
         let major_minor = format!("7:{}", s.next_minor);
         s.devices.insert(
             key(path),
-            Device { size, signature: signature.map(str::to_owned), fs_size: size, major_minor, corrupt: false },
+            Device { size, signature: signature.map(str::to_owned), fs_size, major_minor, corrupt: false },
         );
     }
 
@@ -283,6 +289,12 @@ impl Mounter for FakeMounter {
         d.fs_size = d.size;
         s.resizes.push(device.to_owned());
         Ok(())
+    }
+
+    async fn filesystem_size(&self, device: &Path, _fs: FsType) -> Result<u64, MountError> {
+        let s = self.state();
+        let d = s.devices.get(&key(device)).ok_or_else(|| not_found("read superblock of", device))?;
+        Ok(d.fs_size)
     }
 
     fn stats(&self, path: &Path) -> Result<FsStats, MountError> {

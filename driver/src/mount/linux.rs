@@ -266,6 +266,19 @@ impl Mounter for LinuxMounter {
     }
 
     async fn resize(&self, device: &Path, mount_point: &Path, fs: FsType) -> Result<(), MountError> {
+        if fs == FsType::Ext4 && !self.device_is_mounted(device).await? {
+            // Offline growth: resize2fs insists on a forced check first, and needs no
+            // CAP_SYS_RESOURCE (that is only for the online ioctl).
+            let check = Cmd::new("e2fsck").args(["-f", "-p", "--"]).arg(device);
+            let out = check.output(self.slow_timeout).await?;
+            match classify_e2fsck(out.code) {
+                Fsck::Clean | Fsck::Repaired | Fsck::DirtyLog => {}
+                Fsck::Corrupt => {
+                    return Err(MountError::Corrupt { device: device.to_owned(), fs, detail: out.diagnostic() })
+                }
+                Fsck::Failed => return Err(check.failed(&out)),
+            }
+        }
         let cmd = match fs {
             // resize2fs finds the mount itself and grows online.
             FsType::Ext4 => Cmd::new("resize2fs").arg("--").arg(device),
@@ -287,6 +300,22 @@ impl Mounter for LinuxMounter {
             });
         }
         Err(cmd.failed(&out))
+    }
+
+    async fn filesystem_size(&self, device: &Path, fs: FsType) -> Result<u64, MountError> {
+        // Each tool reads the superblock without changing anything, mounted or not.
+        let cmd = match fs {
+            FsType::Ext4 => Cmd::new("dumpe2fs").args(["-h", "--"]).arg(device),
+            // xfs_info asks the kernel when the device is mounted (the on-disk superblock lags
+            // behind an online grow) and reads the superblock with xfs_db when it is not.
+            FsType::Xfs => Cmd::new("xfs_info").arg(device),
+            FsType::Btrfs => Cmd::new("btrfs").args(["inspect-internal", "dump-super", "--"]).arg(device),
+        };
+        let out = cmd.run(self.timeout).await?;
+        superblock_size(fs, &out.stdout).ok_or_else(|| MountError::Malformed {
+            what: cmd.display(),
+            detail: "no filesystem size in the superblock dump".into(),
+        })
     }
 
     fn stats(&self, path: &Path) -> Result<FsStats, MountError> {
@@ -342,6 +371,35 @@ impl Mounter for LinuxMounter {
 
     async fn mount_nfs(&self, server: &str, export: &str, target: &Path, options: &str) -> Result<(), MountError> {
         self.nfs.mount(server, export, target, options).await
+    }
+}
+
+/// The filesystem's size from a superblock dump: ext4 `dumpe2fs -h` (block
+/// count × block size), `xfs_info` (data blocks × bsize), btrfs `dump-super`
+/// (total_bytes).
+fn superblock_size(fs: FsType, dump: &str) -> Option<u64> {
+    let field = |names: &[&str], sep: char| -> Option<u64> {
+        dump.lines().find_map(|l| {
+            let (k, v) = l.split_once(sep)?;
+            names.contains(&k.trim()).then(|| v.trim().parse().ok()).flatten()
+        })
+    };
+    match fs {
+        FsType::Ext4 => field(&["Block count"], ':')?.checked_mul(field(&["Block size"], ':')?),
+        FsType::Xfs => {
+            // data     =                       bsize=4096   blocks=81920, imaxpct=25
+            let data = dump.lines().find(|l| l.trim_start().starts_with("data "))?;
+            let value = |key: &str| -> Option<u64> {
+                data.split(|c: char| c.is_whitespace() || c == ',')
+                    .find_map(|w| w.strip_prefix(key))
+                    .and_then(|v| v.parse().ok())
+            };
+            value("blocks=")?.checked_mul(value("bsize=")?)
+        }
+        FsType::Btrfs => dump.lines().find_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some("total_bytes")).then(|| parts.next()?.parse().ok()).flatten()
+        }),
     }
 }
 
@@ -622,6 +680,18 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         assert!(!m.is_stale(tmp.path()));
         assert!(!m.is_stale(&tmp.path().join("missing")));
+    }
+
+    #[test]
+    fn superblock_dumps() {
+        let ext4 = "Filesystem volume name:   <none>\nBlock count:              65536\nReserved block count:     3276\nBlock size:               4096\n";
+        assert_eq!(superblock_size(FsType::Ext4, ext4), Some(65536 * 4096));
+        let xfs = "meta-data=/dev/loop3             isize=512    agcount=4, agsize=20480 blks\n         =                       sectsz=512   attr=2, projid32bit=1\ndata     =                       bsize=4096   blocks=81920, imaxpct=25\n         =                       sunit=0      swidth=0 blks\nnaming   =version 2              bsize=4096   ascii-ci=0, ftype=1\nlog      =internal log           bsize=4096   blocks=16384, version=2\n";
+        assert_eq!(superblock_size(FsType::Xfs, xfs), Some(81920 * 4096));
+        let btrfs = "superblock: bytenr=65536, device=/dev/loop3\ntotal_bytes\t\t268435456\nbytes_used\t\t147456\ndev_item.total_bytes\t268435456\n";
+        assert_eq!(superblock_size(FsType::Btrfs, btrfs), Some(268435456));
+        assert_eq!(superblock_size(FsType::Ext4, "Block count: 12\n"), None, "no block size");
+        assert_eq!(superblock_size(FsType::Xfs, "data     =   bsize=4096   blocks=lots, imaxpct=25"), None);
     }
 
     #[test]

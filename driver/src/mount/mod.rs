@@ -214,13 +214,19 @@ pub trait Mounter: Send + Sync {
     /// The topmost mount whose mount point is exactly `target`.
     fn mount_at(&self, target: &Path) -> Result<Option<MountInfo>, MountError>;
 
-    /// Grows the mounted filesystem to fill its (already enlarged) device.
+    /// Grows the filesystem to fill its (already enlarged) device: mounted at
+    /// `mount_point` (every type), or, for ext4 only, not mounted at all.
     fn resize(
         &self,
         device: &Path,
         mount_point: &Path,
         fs: FsType,
     ) -> impl Future<Output = Result<(), MountError>> + Send;
+
+    /// Bytes the filesystem on `device` spans, from its superblock (mounted or
+    /// not): less than the device's size when the device grew under it (a
+    /// volume restored or cloned into a larger claim).
+    fn filesystem_size(&self, device: &Path, fs: FsType) -> impl Future<Output = Result<u64, MountError>> + Send;
 
     /// Usage of the filesystem containing `path`.
     fn stats(&self, path: &Path) -> Result<FsStats, MountError>;

@@ -551,3 +551,43 @@ async fn mkfs_options_are_passed_through() {
     let dumped = run("dumpe2fs", [OsStr::new("-h"), lo.dev.as_os_str()]);
     assert!(dumped.lines().any(|l| l.starts_with("Reserved block count:") && l.ends_with(" 0")), "{dumped}");
 }
+
+/// A filesystem made on a smaller device, then the device grown: what a volume
+/// restored or cloned into a larger claim looks like on the node.
+async fn grown_under(fs_type: FsType, size_mib: u64) -> (LinuxMounter, Loop, u64) {
+    let m = LinuxMounter::new();
+    let lo = Loop::new(size_mib);
+    m.format_if_blank(&lo.dev, fs_type, &[]).await.expect("format");
+    let before = m.filesystem_size(&lo.dev, fs_type).await.expect("superblock");
+    assert!(before <= size_mib * MIB && before > size_mib * MIB * 9 / 10, "{fs_type}: {before}");
+    lo.grow(size_mib * 2);
+    assert_eq!(m.filesystem_size(&lo.dev, fs_type).await.expect("superblock"), before, "the fs did not grow by itself");
+    (m, lo, before)
+}
+
+#[tokio::test]
+#[ignore = "needs root: real loop devices and mounts"]
+async fn ext4_grows_unmounted_without_cap_sys_resource() {
+    require_root();
+    let (m, lo, before) = grown_under(FsType::Ext4, 256).await;
+    m.resize(&lo.dev, Path::new("/nonexistent"), FsType::Ext4).await.expect("offline resize");
+    let after = m.filesystem_size(&lo.dev, FsType::Ext4).await.expect("superblock");
+    assert!(after > before + 200 * MIB, "{before} -> {after}");
+    m.check(&lo.dev, FsType::Ext4).await.expect("still clean");
+}
+
+#[tokio::test]
+#[ignore = "needs root: real loop devices and mounts"]
+async fn xfs_and_btrfs_sizes_come_from_the_superblock_mounted_or_not() {
+    require_root();
+    for (fs_type, size_mib) in [(FsType::Xfs, 320), (FsType::Btrfs, 256)] {
+        let (m, lo, before) = grown_under(fs_type, size_mib).await;
+        let target = Target::new();
+        m.mount(&lo.dev, &target.path, Some(fs_type.as_str()), &[]).await.expect("mount");
+        assert_eq!(m.filesystem_size(&lo.dev, fs_type).await.expect("superblock, mounted"), before);
+        m.resize(&lo.dev, &target.path, fs_type).await.expect("online resize");
+        let after = m.filesystem_size(&lo.dev, fs_type).await.expect("superblock");
+        assert!(after > before + size_mib * MIB * 3 / 4, "{fs_type}: {before} -> {after}");
+        m.unmount(&target.path).await.expect("unmount");
+    }
+}

@@ -156,10 +156,9 @@ impl<M: Mounter + 'static, H: NodeHost + 'static> csi_proto::Node for NodeServic
 /// cluster spanning two Harvester clusters cannot attach across them.
 pub const HOST_CLUSTER_KEY: &str = "topology.harvesterhci.io/host-cluster";
 
-/// The host-cluster segment value, from the host API address (label-safe).
-pub fn host_cluster_segment(cluster_url: &str) -> BTreeMap<String, String> {
-    let host = cluster_url.split("://").nth(1).unwrap_or(cluster_url).split('/').next().unwrap_or("");
-    BTreeMap::from([(HOST_CLUSTER_KEY.to_string(), crate::names::label_value(host))])
+/// The host-cluster segment, from the host cluster's identity (`host::cluster_identity`).
+pub fn host_cluster_segment(identity: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(HOST_CLUSTER_KEY.to_string(), identity.to_string())])
 }
 
 #[cfg(test)]

@@ -383,6 +383,47 @@ async fn stage_of_a_block_volume_checks_the_device_and_mounts_nothing() {
     assert_eq!(n.mounter.signature(&device), None, "a block volume is never formatted");
 }
 
+#[rstest]
+#[case::ext4_restored_into_a_larger_claim("ext4", GIB / 2, GIB, 1)]
+#[case::xfs_restored_into_a_larger_claim("xfs", GIB / 2, GIB, 1)]
+#[case::btrfs_cloned_into_a_larger_claim("btrfs", GIB / 4, GIB, 1)]
+#[case::filesystem_fills_the_device("ext4", GIB, GIB, 0)]
+#[case::rounding_is_not_growth("xfs", GIB - (512 << 10), GIB, 0)]
+#[tokio::test]
+async fn stage_grows_a_filesystem_smaller_than_its_device(
+    #[case] fs: &'static str,
+    #[case] fs_size: u64,
+    #[case] device_size: u64,
+    #[case] resizes: usize,
+) {
+    let n = node();
+    let device = n.disk(VOLUME, device_size, Some(fs));
+    n.mounter.add_device_with_fs(&device, device_size, Some(fs), fs_size);
+    let staging = n.staging(VOLUME);
+    let req = stage_req(&staging, mount_cap(Mode::SingleNodeWriter, fs), device_size);
+    n.stage(req.clone()).await.expect("stage");
+    n.stage(req).await.expect("repeated stage");
+    assert_eq!(n.mounter.counts().resizes, resizes, "grown once, and only when smaller");
+    assert_eq!(n.mounter.counts().formats, 0, "an existing filesystem is grown, never replaced");
+    if resizes > 0 {
+        assert_eq!(n.mounter.filesystem_size(&device), Some(device_size));
+    }
+}
+
+#[tokio::test]
+async fn a_retried_stage_grows_what_an_interrupted_one_mounted() {
+    let n = node();
+    let device = n.disk(VOLUME, GIB, Some("xfs"));
+    n.mounter.add_device_with_fs(&device, GIB, Some("xfs"), GIB / 2);
+    let staging = n.staging(VOLUME);
+    std::fs::create_dir_all(&staging).expect("staging dir");
+    // The first attempt mounted and then the plugin was killed.
+    crate::mount::Mounter::mount(n.mounter.as_ref(), &device, &staging, Some("xfs"), &[]).await.expect("mount");
+    n.stage(stage_req(&staging, mount_cap(Mode::SingleNodeWriter, "xfs"), GIB)).await.expect("stage");
+    assert_eq!(n.mounter.filesystem_size(&device), Some(GIB));
+    assert_eq!(n.mounter.mounts_at(&staging).len(), 1);
+}
+
 fn shared_stage_req(staging: &Path, export: Option<&str>) -> csi::NodeStageVolumeRequest {
     let mut publish_context = HashMap::from([(ctx::SHARED.to_string(), "true".to_string())]);
     if let Some(pv) = export {

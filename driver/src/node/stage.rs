@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 use crate::mount::{FsType, Mounter};
 use crate::names;
 
+/// A filesystem this much smaller than its device is grown at stage; less is
+/// rounding (block size, allocation groups), not a restore into a larger claim.
+const GROW_SLACK: u64 = 1 << 20;
+
 /// Whether a publish/volume context describes an NFS export.
 pub(super) fn is_shared(
     publish: &std::collections::HashMap<String, String>,
@@ -84,29 +88,58 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
         if shape.block {
             return Ok(csi::NodeStageVolumeResponse {});
         }
+        let fs: FsType = shape.fs_type.as_deref().unwrap_or("ext4").parse()?;
         if let Some(m) = self.mounter.mount_at(&staging)? {
             let same = tokio::fs::canonicalize(&m.source).await.map(|s| s == device).unwrap_or(false);
-            if same {
-                return Ok(csi::NodeStageVolumeResponse {});
+            if !same {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} is already mounted from {}, not {}",
+                    staging.display(),
+                    m.source,
+                    device.display()
+                )));
             }
-            return Err(Error::FailedPrecondition(format!(
-                "{} is already mounted from {}, not {}",
-                staging.display(),
-                m.source,
-                device.display()
-            )));
+            // A retry after a stage that mounted but did not get to grow the filesystem.
+            self.grow_if_smaller(&id, &device, &staging, fs, have).await?;
+            return Ok(csi::NodeStageVolumeResponse {});
         }
-        let fs: FsType = shape.fs_type.as_deref().unwrap_or("ext4").parse()?;
         if tokio::fs::metadata(&staging).await.is_err() {
             crate::mount::ensure_dir(&staging)?;
         }
         let formatted = self.mounter.format_if_blank(&device, fs, &[]).await?;
         if !formatted {
             self.mounter.check(&device, fs).await?;
+            // ext4 grows best before it is mounted (no CAP_SYS_RESOURCE needed); the
+            // others can only grow mounted, below.
+            if fs == FsType::Ext4 {
+                self.grow_if_smaller(&id, &device, &staging, fs, have).await?;
+            }
         }
         self.mounter.mount(&device, &staging, Some(fs.as_str()), &shape.mount_flags).await?;
+        if !formatted && fs != FsType::Ext4 {
+            self.grow_if_smaller(&id, &device, &staging, fs, have).await?;
+        }
         tracing::info!(volume = %id, device = %device.display(), %fs, formatted, "staged");
         Ok(csi::NodeStageVolumeResponse {})
+    }
+
+    /// A volume restored from a snapshot or cloned into a larger claim carries the
+    /// source's smaller filesystem, and the kubelet never calls NodeExpandVolume for it
+    /// (the PV already has the size asked for): grow it to the device at stage.
+    async fn grow_if_smaller(
+        &self,
+        id: &str,
+        device: &Path,
+        staging: &Path,
+        fs: FsType,
+        device_size: u64,
+    ) -> Result<()> {
+        let fs_size = self.mounter.filesystem_size(device, fs).await?;
+        if fs_size.saturating_add(GROW_SLACK) >= device_size {
+            return Ok(());
+        }
+        tracing::info!(volume = %id, device = %device.display(), %fs, fs_size, device_size, "growing a filesystem smaller than its device");
+        Ok(self.mounter.resize(device, staging, fs).await?)
     }
 
     async fn stage_shared(

@@ -55,13 +55,9 @@ pub fn have_root_and_loop() -> bool {
         && std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control").is_ok()
 }
 
-/// Prints why a root-only test does nothing and tells the caller to return.
-pub fn skip_unless_root(test: &str) -> bool {
-    if have_root_and_loop() {
-        return false;
-    }
-    eprintln!("SKIP {test}: needs root and a usable /dev/loop-control for real loop devices and mounts");
-    true
+/// Root-only tests are `#[ignore]`d; run explicitly without root, they fail with the reason.
+pub fn require_root_and_loop() {
+    assert!(have_root_and_loop(), "needs root and a usable /dev/loop-control for real loop devices and mounts");
 }
 
 #[derive(Debug, Clone)]
