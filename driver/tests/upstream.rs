@@ -188,8 +188,8 @@ async fn the_orphan_report_can_include_volumes_upstream_left_unowned() {
             "--no-guest-access",
         ])
         .expect("flags");
-        let (client, ns, _) = harvester_csi_driver::app::host_client(&config).await.expect("host client");
-        let host = harvester_csi_driver::host::Host::new(client, ns, Default::default());
+        let conn = harvester_csi_driver::app::host_client(&config).await.expect("host client");
+        let host = harvester_csi_driver::host::Host::new(conn.client, conn.namespace, Default::default());
         let names = |rows: &[harvester_csi_driver::orphans::HostVolume]| -> Vec<(String, bool)> {
             rows.iter().map(|r| (r.host_pvc.clone(), r.unowned)).collect()
         };
