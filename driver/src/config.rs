@@ -103,7 +103,44 @@ pub enum Tool {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list volumes the upstream driver made that this driver never used
+        /// (unlabelled `pvc-<uuid>` RWX host PVCs); their guest cluster is unknown.
+        #[arg(long)]
+        include_unowned: bool,
     },
+    /// Make this guest cluster's identity on the Harvester host and write its
+    /// cloud-config (what upstream's generate_addon_csi.sh does): a ServiceAccount
+    /// in the VMs' namespace, a RoleBinding to harvesterhci.io:cloudprovider, a
+    /// ClusterRoleBinding to harvesterhci.io:csi-driver, a token Secret, then the
+    /// kubeconfig. Needs a Harvester admin's credentials; safe to run again.
+    CloudConfig(CloudConfigArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CloudConfigArgs {
+    /// Kubeconfig of the Harvester host whose credentials may create ServiceAccounts,
+    /// Secrets and RBAC bindings (a Harvester admin's).
+    #[arg(long)]
+    pub host_kubeconfig: PathBuf,
+    /// Host namespace of the guest cluster's VMs (the cloud-config's namespace).
+    #[arg(long)]
+    pub namespace: String,
+    /// ServiceAccount to make for the guest cluster (e.g. the guest cluster's name).
+    #[arg(long)]
+    pub service_account: String,
+    /// Where to write the cloud-config (mode 0600); the chart's Secret key has this name.
+    #[arg(long, default_value = "cloud-provider-config")]
+    pub output: PathBuf,
+    /// Print the objects that would be created (YAML) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Host API URL for the cloud-config (default: the host kubeconfig's server); e.g.
+    /// https://<Harvester VIP>:6443 when that kubeconfig goes through Rancher.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Longest wait for the host's token controller to issue the token.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `90s`, `2m`, `1500ms`, or plain seconds.

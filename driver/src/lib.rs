@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod capabilities;
+pub mod cloud_config;
 pub mod config;
 pub mod contexts;
 pub mod controller;

@@ -366,6 +366,15 @@ impl Cluster for EmbeddedCluster {
         Ok(())
     }
 
+    fn host_volume_file(&self, host_pv: &str) -> Result<PathBuf, Failure> {
+        let file = self.sim_dir().join("volumes").join(format!("{host_pv}.img"));
+        if file.is_file() {
+            Ok(file)
+        } else {
+            Err(fail(format!("host volume {host_pv} has no backing file at {}", file.display())))
+        }
+    }
+
     async fn loop_devices_of(&self, host_pv: &str) -> Result<usize, Failure> {
         let file = self.sim_dir().join("volumes").join(format!("{host_pv}.img"));
         let out =

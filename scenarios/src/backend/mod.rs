@@ -32,6 +32,12 @@ pub trait Cluster: Send {
     /// same cluster); processes read it when they (re)start.
     fn change_host_address(&mut self, address: &str) -> impl Future<Output = Result<(), Failure>> + Send;
 
+    /// The file backing host volume `host_pv` (the simulator's Longhorn volume), for
+    /// data another driver left on it (`upstreamVolumes`). Only while nothing uses it.
+    fn host_volume_file(&self, host_pv: &str) -> Result<std::path::PathBuf, Failure> {
+        Err(Failure(format!("this backend cannot reach the backing file of host volume {host_pv}")))
+    }
+
     /// How many loop devices back a host volume (0 once detached everywhere).
     fn loop_devices_of(&self, host_pv: &str) -> impl Future<Output = Result<usize, Failure>> + Send;
 

@@ -7,7 +7,7 @@ use crate::model;
 
 use super::{fail, Result};
 
-fn sha(data: &[u8]) -> String {
+pub(super) fn sha(data: &[u8]) -> String {
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -78,6 +78,21 @@ fn pod_path<C: Cluster>(c: &C, pod: &str, path: &str) -> Result<(std::path::Path
         }
     }
     Err(fail(format!("{path} is not on a volume of pod {pod}")))
+}
+
+/// Total size of the filesystem a pod sees at `path` (statfs of the publish target).
+pub(super) async fn filesystem_size<C: Cluster>(c: &C, pod: &str, path: &str) -> Result<u64> {
+    let (target, block) = pod_path(c, pod, path)?;
+    if block {
+        return Err(fail(format!("{path} in pod {pod} is a block device, not a filesystem")));
+    }
+    tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let s = nix::sys::statvfs::statvfs(&target).map_err(std::io::Error::from)?;
+        Ok(s.blocks().saturating_mul(s.fragment_size()))
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(|e| fail(format!("statfs of {path} in pod {pod}: {e}")))
 }
 
 pub(super) async fn write<C: Cluster>(c: &C, w: &model::Write) -> Result<()> {
@@ -168,23 +183,4 @@ async fn read_as_root(path: std::path::PathBuf, block: bool, offset: u64, len: u
     })
     .await
     .map_err(std::io::Error::other)?
-}
-
-/// The size of the filesystem a pod sees at a path (`df`'s total).
-pub(super) async fn filesystem<C: Cluster>(c: &C, f: &model::FilesystemCheck) -> Result<()> {
-    let (path, _) = pod_path(c, &f.pod, &f.path)?;
-    let total = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let s = nix::sys::statvfs::statvfs(&path).map_err(std::io::Error::from)?;
-        Ok(s.blocks().saturating_mul(s.fragment_size()))
-    })
-    .await
-    .map_err(|e| fail(e.to_string()))?
-    .map_err(|e| fail(format!("statfs of {} in pod {}: {e}", f.path, f.pod)))?;
-    if total < f.size_at_least {
-        return Err(fail(format!(
-            "the filesystem at {} in pod {} is {total} bytes, less than {}",
-            f.path, f.pod, f.size_at_least
-        )));
-    }
-    Ok(())
 }

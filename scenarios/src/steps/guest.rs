@@ -115,6 +115,14 @@ pub(super) async fn expect<C: Cluster>(c: &C, e: &model::Expect) -> Result<()> {
                 let events = warning_events(c, &e.namespace, pod).await;
                 return Ok(Some(format!("phase {phase}; last event: {}", events.last().cloned().unwrap_or_default())));
             }
+            if let Some(min) = &e.filesystem_at_least {
+                let path = e.path.as_deref().ok_or_else(|| fail("filesystemAtLeast needs a path"))?;
+                let want = model::parse_size(min).map_err(fail)?;
+                let have = super::data::filesystem_size(c, &format!("{}/{pod}", e.namespace), path).await?;
+                if have < want {
+                    return Ok(Some(format!("the filesystem at {path} has {have} bytes < {want}")));
+                }
+            }
             Ok(None)
         })
         .await;

@@ -5,6 +5,7 @@ mod data;
 mod fault;
 mod guest;
 mod host;
+pub mod upstream;
 
 use std::time::{Duration, Instant};
 
@@ -93,7 +94,6 @@ pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
             }
             Ok(())
         }
-        Step::Filesystem(f) => data::filesystem(c, f).await,
         Step::NeverPluggedInto(vm) => {
             host::never_plugged_into(c.env(), vm.clone());
             Ok(())
