@@ -32,6 +32,10 @@ pub enum StartError {
     NodeTopology(crate::error::Error),
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error("kubelet plugin registration: {0}")]
+    Registration(#[from] crate::registration::RegistrationError),
 }
 
 /// The host client from the cloud-config, and its namespace (the VMs' namespace).
@@ -76,6 +80,7 @@ pub async fn guest_client(config: &Config) -> Result<Option<kube::Client>, Start
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    config.validate().map_err(StartError::Config)?;
     let endpoint: Endpoint = config.endpoint.parse()?;
     let metrics = Arc::new(Metrics::default());
     let (client, namespace, cluster_url) = host_client(&config).await?;
@@ -176,6 +181,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             }
         });
     }
-    server::serve(router, endpoint, shutdown).await?;
+    let (bound, bound_rx) = tokio::sync::oneshot::channel();
+    let registration = match (&config.plugin_registration_dir, &config.kubelet_registration_path) {
+        (Some(dir), Some(path)) => {
+            let service = crate::registration::RegistrationService {
+                endpoint: path.display().to_string(),
+                metrics: metrics.clone(),
+            };
+            let (dir, stop) = (dir.clone(), shutdown.clone());
+            // Registered only once the CSI socket accepts calls: the kubelet calls
+            // NodeGetInfo right after GetInfo.
+            Some(tokio::spawn(async move {
+                if bound_rx.await.is_err() {
+                    return Ok(());
+                }
+                let served = crate::registration::serve(&dir, service, stop.clone()).await;
+                // Without registration the kubelet never sends volumes here: stop the
+                // whole plugin so that its container restarts and says why.
+                stop.cancel();
+                served
+            }))
+        }
+        _ => None,
+    };
+    let served = server::serve(router, endpoint, shutdown.clone(), Some(bound)).await;
+    shutdown.cancel();
+    if let Some(r) = registration {
+        match r.await {
+            Ok(result) => result?,
+            Err(e) => return Err(StartError::Config(format!("registration task: {e}"))),
+        }
+    }
+    served?;
     Ok(())
 }

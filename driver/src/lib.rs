@@ -17,5 +17,6 @@ pub mod mount;
 pub mod names;
 pub mod node;
 pub mod orphans;
+pub mod registration;
 pub mod rpc;
 pub mod server;

@@ -65,6 +65,8 @@ pub struct Metrics {
     host_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     features: Family<FeatureLabels, Gauge>,
     host_info: Family<HostInfoLabels, Gauge>,
+    kubelet_registered: Gauge,
+    kubelet_registration_failures: Counter,
     report: RwLock<Option<CapabilityReport>>,
 }
 
@@ -82,6 +84,8 @@ impl Default for Metrics {
         );
         let features = Family::<FeatureLabels, Gauge>::default();
         let host_info = Family::<HostInfoLabels, Gauge>::default();
+        let kubelet_registered = Gauge::default();
+        let kubelet_registration_failures = Counter::default();
         registry.register("csi_operations", "CSI RPCs by method and gRPC code", rpc_total.clone());
         registry.register("csi_operation_duration_seconds", "CSI RPC latency", rpc_duration.clone());
         registry.register("csi_operations_in_flight", "CSI RPCs being served", in_flight.clone());
@@ -93,6 +97,16 @@ impl Default for Metrics {
             features.clone(),
         );
         registry.register("host_info", "Harvester version and hotplug form in use", host_info.clone());
+        registry.register(
+            "kubelet_plugin_registered",
+            "1 once the kubelet reported this node plugin registered (--plugin-registration-dir)",
+            kubelet_registered.clone(),
+        );
+        registry.register(
+            "kubelet_plugin_registration_failures",
+            "Registrations the kubelet reported as failed",
+            kubelet_registration_failures.clone(),
+        );
         Self {
             registry,
             rpc_total,
@@ -102,6 +116,8 @@ impl Default for Metrics {
             host_duration,
             features,
             host_info,
+            kubelet_registered,
+            kubelet_registration_failures,
             report: RwLock::new(None),
         }
     }
@@ -142,6 +158,14 @@ impl Metrics {
             })
             .set(1);
         *self.report.write().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+    }
+
+    /// What the kubelet said about this plugin's registration.
+    pub fn set_kubelet_registration(&self, registered: bool) {
+        self.kubelet_registered.set(i64::from(registered));
+        if !registered {
+            self.kubelet_registration_failures.inc();
+        }
     }
 
     pub fn render(&self) -> String {
