@@ -54,6 +54,11 @@ enum Command {
         /// Scenario files or directories of them (default: scenarios/cases).
         paths: Vec<PathBuf>,
     },
+    /// A local Kubernetes cluster from the real components (root): one node per VM.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Measure attach overhead, a burst of claims, and driver memory (root).
     Bench {
         /// The simulator's hotplug latency; overheads are reported above it.
@@ -75,6 +80,154 @@ enum Command {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct ClusterDir {
+    /// Where the cluster keeps its state (certificates, etcd, node directories, logs).
+    #[arg(long, default_value = "target/cluster", env = "HCSI_CLUSTER_DIR")]
+    state_dir: PathBuf,
+}
+
+#[derive(clap::Args, Clone)]
+struct ClusterUpArgs {
+    #[command(flatten)]
+    dir: ClusterDir,
+    /// Node (= VM) names.
+    #[arg(long, value_delimiter = ',', default_value = "guest-1,guest-2")]
+    nodes: Vec<String>,
+    /// Image archives (files, or directories of *.tar) imported into every node.
+    #[arg(long = "images", env = "HCSI_CLUSTER_IMAGES", value_delimiter = ':')]
+    images: Vec<PathBuf>,
+    /// Directory with kube-apiserver, kube-controller-manager, kube-scheduler and
+    /// kubelet (default: the newest build in /var/cache/harvester-csi-tools).
+    #[arg(long, env = "HCSI_KUBERNETES_BIN")]
+    kubernetes_bin: Option<PathBuf>,
+    /// Directory with containerd, ctr and the runc shim.
+    #[arg(long, default_value = "/usr/bin")]
+    containerd_bin: PathBuf,
+    /// etcd binary (Debian's etcd-server).
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    etcd: PathBuf,
+    /// external-snapshotter's build (bin/snapshot-controller and crd/): installs the
+    /// VolumeSnapshot CRDs and runs the snapshot-controller. Default: the newest
+    /// csi-snapshotter build in the tool cache, if any.
+    #[arg(long, env = "HCSI_SNAPSHOTTER_DIR")]
+    snapshotter_dir: Option<PathBuf>,
+    /// Run without the VolumeSnapshot CRDs and snapshot-controller.
+    #[arg(long)]
+    no_snapshots: bool,
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Start etcd, the control plane and one containerd + kubelet per node; wait until Ready.
+    Up(ClusterUpArgs),
+    /// Stop everything `up` started and remove its namespaces, links and cgroups.
+    Down(ClusterDir),
+    /// Show what runs and whether the nodes are Ready.
+    Status(ClusterDir),
+}
+
+/// The newest complete build of `tool` in the tool cache.
+fn cached_tool(tool: &str) -> Result<PathBuf> {
+    let cache = std::env::var_os("HCSI_TOOLS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/harvester-csi-tools".into());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .with_context(|| format!("{} (build with ci/cluster/build-tools.sh {tool})", cache.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.strip_prefix(tool).is_some_and(|v| v.starts_with("-v")))
+                && p.join(".complete").exists()
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .with_context(|| format!("no {tool} build in {} (run ci/cluster/build-tools.sh {tool})", cache.display()))
+}
+
+fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(p)?;
+    Ok(p.canonicalize()?)
+}
+
+async fn cluster_command(action: ClusterAction) -> Result<()> {
+    use scenarios::cluster;
+    if !is_root() {
+        bail!("the local cluster needs root (network and mount namespaces, cgroups)");
+    }
+    match action {
+        ClusterAction::Up(a) => {
+            let spec = cluster_spec(&a)?;
+            let images = cluster::images::Images::from_paths(&a.images)?;
+            let started = std::time::Instant::now();
+            let spec = cluster::up(spec, &images).await?;
+            println!(
+                "cluster up in {:.1}s; kubeconfig: {}",
+                started.elapsed().as_secs_f64(),
+                spec.admin_kubeconfig().display()
+            );
+            Ok(())
+        }
+        ClusterAction::Down(d) => {
+            cluster::down(&absolute(&d.state_dir)?).await?;
+            println!("cluster down");
+            Ok(())
+        }
+        ClusterAction::Status(d) => {
+            for (what, state) in cluster::status(&absolute(&d.state_dir)?).await? {
+                println!("{what:32} {state}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn cluster_spec(a: &ClusterUpArgs) -> Result<scenarios::cluster::Spec> {
+    let kubernetes = match &a.kubernetes_bin {
+        Some(d) => d.clone(),
+        None => cached_tool("kubernetes")?.join("bin"),
+    };
+    for b in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"] {
+        if !kubernetes.join(b).exists() {
+            bail!("{} not found (ci/cluster/build-tools.sh kubernetes builds it)", kubernetes.join(b).display());
+        }
+    }
+    for (b, pkg) in [
+        (a.etcd.clone(), "etcd-server"),
+        (a.containerd_bin.join("containerd"), "containerd"),
+        (a.containerd_bin.join("ctr"), "containerd"),
+    ] {
+        if !b.exists() {
+            bail!("{} not found (apt-get install {pkg})", b.display());
+        }
+    }
+    let snapshots = if a.no_snapshots {
+        None
+    } else {
+        let dir = match &a.snapshotter_dir {
+            Some(d) => d.clone(),
+            None => cached_tool("csi-snapshotter")?,
+        };
+        let s = scenarios::cluster::addons::Snapshots {
+            controller: dir.join("bin/snapshot-controller"),
+            crds: dir.join("crd"),
+        };
+        if !s.controller.exists() || !s.crds.is_dir() {
+            bail!("{}: no bin/snapshot-controller and crd/ (ci/cluster/build-tools.sh csi-snapshotter; or --no-snapshots)", dir.display());
+        }
+        Some(s)
+    };
+    Ok(scenarios::cluster::Spec {
+        state_dir: absolute(&a.dir.state_dir)?,
+        snapshots,
+        nodes: a.nodes.clone(),
+        tools: scenarios::cluster::Tools { kubernetes, etcd: a.etcd.clone(), containerd: a.containerd_bin.clone() },
+    })
 }
 
 fn default_cases() -> Vec<PathBuf> {
@@ -108,6 +261,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Cluster { action } => cluster_command(action).await,
         Command::Validate { paths } => {
             let all = load_all(&paths)?;
             println!("{} scenario file(s) valid", all.len());
