@@ -88,4 +88,19 @@ sidecar csi-resizer "$CSI_RESIZER_VERSION" csi-resizer
 sidecar csi-snapshotter "$CSI_SNAPSHOTTER_VERSION" csi-snapshotter
 
 log "driver image"
-"$repo/deploy/image/build.sh" --out "$out/harvester-csi-driver.tar" ${DRIVER_BINARY:+--binary "$DRIVER_BINARY"} >&2
+"$repo/deploy/image/build.sh" --out "$out/harvester-csi-driver.oci.tar" ${DRIVER_BINARY:+--binary "$DRIVER_BINARY"} >&2
+driver_ref=$(cat "$out/harvester-csi-driver.ref")
+
+# The chart values that name these images (scenarios run --values FILE).
+cat > "$out/images-values.yaml" <<YAML
+image:
+  pullPolicy: Never
+  harvester:
+    csiDriver: {repository: ${driver_ref%:*}, tag: ${driver_ref##*:}}
+  csi:
+    provisioner: {repository: docker.io/local/csi-provisioner, tag: $CSI_PROVISIONER_VERSION}
+    attacher: {repository: docker.io/local/csi-attacher, tag: $CSI_ATTACHER_VERSION}
+    resizer: {repository: docker.io/local/csi-resizer, tag: $CSI_RESIZER_VERSION}
+    snapshotter: {repository: docker.io/local/csi-snapshotter, tag: $CSI_SNAPSHOTTER_VERSION}
+YAML
+echo "$out/images-values.yaml" >&2

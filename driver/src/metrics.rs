@@ -61,6 +61,7 @@ pub struct Metrics {
     rpc_total: Family<RpcLabels, Counter>,
     rpc_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
+    method_in_flight: Family<MethodLabels, Gauge>,
     host_total: Family<HostLabels, Counter>,
     host_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     features: Family<FeatureLabels, Gauge>,
@@ -78,6 +79,7 @@ impl Default for Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let in_flight = Gauge::default();
+        let method_in_flight = Family::<MethodLabels, Gauge>::default();
         let host_total = Family::<HostLabels, Counter>::default();
         let host_duration = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -89,6 +91,11 @@ impl Default for Metrics {
         registry.register("csi_operations", "CSI RPCs by method and gRPC code", rpc_total.clone());
         registry.register("csi_operation_duration_seconds", "CSI RPC latency", rpc_duration.clone());
         registry.register("csi_operations_in_flight", "CSI RPCs being served", in_flight.clone());
+        registry.register(
+            "csi_method_operations_in_flight",
+            "CSI RPCs being served, by method (e.g. a NodeStageVolume under way)",
+            method_in_flight.clone(),
+        );
         registry.register("host_api_requests", "Harvester API calls by operation and outcome", host_total.clone());
         registry.register("host_api_request_duration_seconds", "Harvester API call latency", host_duration.clone());
         registry.register(
@@ -112,6 +119,7 @@ impl Default for Metrics {
             rpc_total,
             rpc_duration,
             in_flight,
+            method_in_flight,
             host_total,
             host_duration,
             features,
@@ -137,6 +145,7 @@ pub struct RpcTimer<'a> {
 impl Metrics {
     pub fn start_rpc(&self, method: &'static str) -> RpcTimer<'_> {
         self.in_flight.inc();
+        self.method_in_flight.get_or_create(&MethodLabels { method: method.into() }).inc();
         RpcTimer { metrics: self, method, started: std::time::Instant::now(), code: None }
     }
 
@@ -192,6 +201,7 @@ impl Drop for RpcTimer<'_> {
             .get_or_create(&MethodLabels { method: self.method.into() })
             .observe(self.started.elapsed().as_secs_f64());
         self.metrics.in_flight.dec();
+        self.metrics.method_in_flight.get_or_create(&MethodLabels { method: self.method.into() }).dec();
     }
 }
 
@@ -233,6 +243,7 @@ mod tests {
         }
         let text = m.render();
         assert!(text.contains("harvester_csi_csi_operations_in_flight 0\n"), "{text}");
+        assert!(text.contains(r#"csi_method_operations_in_flight{method="NodeStageVolume"} 0"#), "{text}");
         assert!(text.contains(r#"csi_operations_total{method="NodeStageVolume",code="Ok"} 1"#), "{text}");
         assert!(text.contains(r#"csi_operations_total{method="NodeStageVolume",code="Cancelled"} 1"#), "{text}");
     }

@@ -18,7 +18,8 @@ struct Cli {
 enum BackendKind {
     /// harvester-sim + driver processes on this machine (root).
     Embedded,
-    /// A real Kubernetes cluster with the Helm chart (not available yet).
+    /// A real Kubernetes with the driver installed by the Helm chart: the local
+    /// cluster (`scenarios cluster`), or an existing one with --kubeconfig.
     Cluster,
 }
 
@@ -48,6 +49,8 @@ enum Command {
         /// Directory holding harvester-sim and harvester-csi-driver (default: next to this binary).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterRunArgs,
     },
     /// Check scenario files against the schema without running them.
     Validate {
@@ -87,6 +90,30 @@ struct ClusterDir {
     /// Where the cluster keeps its state (certificates, etcd, node directories, logs).
     #[arg(long, default_value = "target/cluster", env = "HCSI_CLUSTER_DIR")]
     state_dir: PathBuf,
+}
+
+/// `run --backend cluster` options.
+#[derive(clap::Args, Clone)]
+struct ClusterRunArgs {
+    /// An existing cluster (e.g. kind from kind-config/) instead of the local one.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The local cluster: reused if it runs, else started for the run and stopped after.
+    #[command(flatten)]
+    up: ClusterUpArgs,
+    /// The chart to install.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/chart/harvester-csi-driver"))]
+    chart: PathBuf,
+    /// Helm values files applied before each scenario's own (image names: ci/cluster/images.sh
+    /// writes target/cluster-images/images-values.yaml).
+    #[arg(long = "values")]
+    values: Vec<PathBuf>,
+    /// helm (default: the helm build in the tool cache).
+    #[arg(long, env = "HCSI_HELM")]
+    helm: Option<PathBuf>,
+    /// Where the simulator listens; driver pods (host network) must reach it.
+    #[arg(long, default_value = "198.18.0.1:9443")]
+    sim_listen: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -280,7 +307,7 @@ async fn main() -> Result<()> {
             print!("{table}");
             Ok(())
         }
-        Command::Run { paths, backend, filter, junit, report: report_dir, work_dir, keep_work, bin_dir } => {
+        Command::Run { paths, backend, filter, junit, report: report_dir, work_dir, keep_work, bin_dir, cluster } => {
             let mut all = load_all(&paths)?;
             if let Some(f) = filter {
                 let re = regex::Regex::new(&f).with_context(|| format!("--filter {f:?}"))?;
@@ -290,16 +317,28 @@ async fn main() -> Result<()> {
                     bail!("--filter {f:?} matches no scenario");
                 }
             }
-            let BackendKind::Embedded = backend else {
-                bail!("the cluster backend is not implemented yet; use --backend embedded");
-            };
             if !is_root() {
-                bail!("the embedded backend needs root (loop devices and mounts)");
+                bail!(
+                    "the {} backend needs root (loop devices and mounts)",
+                    if matches!(backend, BackendKind::Embedded) { "embedded" } else { "cluster" }
+                );
             }
-            let backend = embedded_backend(bin_dir)?;
             std::fs::create_dir_all(&work_dir)?;
             let work_dir = work_dir.canonicalize()?;
-            let (results, total) = runner::run_all(&backend, &all, &work_dir, keep_work).await;
+            let (results, total) = match backend {
+                BackendKind::Embedded => {
+                    let backend = embedded_backend(bin_dir)?;
+                    runner::run_all(&backend, &all, &work_dir, keep_work).await
+                }
+                BackendKind::Cluster => {
+                    let (backend, started_here) = cluster_backend(bin_dir, &cluster, &all).await?;
+                    let r = runner::run_all(&backend, &all, &work_dir, keep_work).await;
+                    if started_here {
+                        scenarios::cluster::down(&absolute(&cluster.up.dir.state_dir)?).await?;
+                    }
+                    r
+                }
+            };
             print!("{}", report::summary(&results));
             println!("total {:.1}s", total.as_secs_f64());
             if let Some(j) = junit {
@@ -315,6 +354,60 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The cluster backend: against --kubeconfig, or the local cluster (started here
+/// with a node per VM the scenarios use, unless one runs already).
+async fn cluster_backend(
+    bin_dir: Option<PathBuf>,
+    a: &ClusterRunArgs,
+    all: &[(PathBuf, scenarios::model::Scenario)],
+) -> Result<(scenarios::backend::cluster::ClusterBackend, bool)> {
+    use scenarios::cluster;
+    let bins = embedded_backend(bin_dir)?;
+    let helm = match &a.helm {
+        Some(h) => h.clone(),
+        None => cached_tool("helm")?.join("bin/helm"),
+    };
+    let (kubeconfig, local, started_here) = match &a.kubeconfig {
+        Some(k) => (k.clone(), None, false),
+        None => {
+            let state = absolute(&a.up.dir.state_dir)?;
+            let running = cluster::Spec::load(&state)
+                .ok()
+                .filter(|_| cluster::process::running(&state, "kube-apiserver").is_some());
+            match running {
+                Some(spec) => (spec.admin_kubeconfig(), Some(spec), false),
+                None => {
+                    let mut up = a.up.clone();
+                    let mut nodes: Vec<String> =
+                        all.iter().flat_map(|(_, s)| scenarios::backend::cluster::plugin_nodes(s)).collect();
+                    nodes.sort();
+                    nodes.dedup();
+                    up.nodes = nodes;
+                    let spec = cluster_spec(&up)?;
+                    let images = cluster::images::Images::from_paths(&up.images)?;
+                    let started = std::time::Instant::now();
+                    let spec = cluster::up(spec, &images).await?;
+                    println!("cluster up in {:.1}s ({} nodes)", started.elapsed().as_secs_f64(), spec.nodes.len());
+                    (spec.admin_kubeconfig(), Some(spec), true)
+                }
+            }
+        }
+    };
+    Ok((
+        scenarios::backend::cluster::ClusterBackend {
+            kubeconfig,
+            local,
+            sim_bin: bins.sim_bin,
+            driver_bin: bins.driver_bin,
+            helm,
+            chart: a.chart.clone(),
+            values: a.values.clone(),
+            sim_listen: a.sim_listen.clone(),
+        },
+        started_here,
+    ))
 }
 
 fn embedded_backend(bin_dir: Option<PathBuf>) -> Result<Embedded> {
