@@ -151,6 +151,34 @@ fn values(scenario: &Scenario, sim_dir: &Path, work: &Path, helper: &Path, clust
     })
 }
 
+/// The chart passes `--kubelet-root`, which this driver build may not have yet
+/// (it comes with the deploy work). Then a post-renderer drops that one argument,
+/// and says so in the scenario's work directory; with a driver that has the flag,
+/// the chart is installed exactly as rendered.
+async fn kubelet_root_post_renderer(driver_bin: &Path, work: &Path) -> Result<Option<PathBuf>, Failure> {
+    let help = tokio::process::Command::new(driver_bin)
+        .arg("--help")
+        .output()
+        .await
+        .map_err(|e| fail(format!("{} --help: {e}", driver_bin.display())))?;
+    if String::from_utf8_lossy(&help.stdout).contains("--kubelet-root") {
+        return Ok(None);
+    }
+    let path = work.join("tools/drop-kubelet-root");
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| fail(e.to_string()))?;
+    }
+    std::fs::write(
+        &path,
+        "#!/bin/sh\n# this driver build has no --kubelet-root yet\nexec sed '/- --kubelet-root=/d'\n",
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| fail(e.to_string()))?;
+    tracing::warn!("the driver has no --kubelet-root: the chart's argument is dropped (post-renderer)");
+    Ok(Some(path))
+}
+
 async fn run_helm(helm: &Path, kubeconfig: &Path, args: &[String]) -> Result<String, Failure> {
     let out = tokio::process::Command::new(helm)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -286,6 +314,10 @@ impl Backend for ClusterBackend {
         for v in self.values.iter().chain(std::iter::once(&values_file)) {
             args.push("--values".into());
             args.push(v.display().to_string());
+        }
+        if let Some(p) = kubelet_root_post_renderer(&self.driver_bin, work).await? {
+            args.push("--post-renderer".into());
+            args.push(p.display().to_string());
         }
         run_helm(&self.helm, &self.kubeconfig, &args).await?;
 
