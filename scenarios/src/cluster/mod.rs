@@ -185,9 +185,22 @@ pub async fn up(spec: Spec, images: &images::Images) -> Result<Spec> {
     if Spec::spec_file(&spec.state_dir).exists() {
         down(&spec.state_dir).await?;
     }
-    let started = Instant::now();
     std::fs::create_dir_all(&spec.state_dir).map_err(|e| ClusterError::io("creating", &spec.state_dir, e))?;
     spec.save()?;
+    match bring_up(&spec, images).await {
+        Ok(()) => Ok(spec),
+        Err(e) => {
+            // Leave nothing half up: what started is in the pid files.
+            if let Err(d) = down(&spec.state_dir).await {
+                tracing::warn!(error = %d, "stopping the half-started cluster");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn bring_up(spec: &Spec, images: &images::Images) -> Result<()> {
+    let started = Instant::now();
     let pki = pki::Pki::create(&spec.state_dir.join("pki"))?;
     pki.apiserver()?;
     pki.kubeconfig("admin", "hcsi-admin", Some("system:masters"))?;
@@ -197,21 +210,21 @@ pub async fn up(spec: Spec, images: &images::Images) -> Result<Spec> {
         pki.kubeconfig(&format!("node-{n}"), &format!("system:node:{n}"), Some("system:nodes"))?;
     }
     node::host_link_up().await?;
-    let etcd = etcd::start(&spec).await?;
-    control_plane::start(&spec, &etcd).await?;
+    let etcd = etcd::start(spec).await?;
+    control_plane::start(spec, &etcd).await?;
     if let Some(s) = &spec.snapshots {
-        addons::start(&spec, s).await?;
+        addons::start(spec, s).await?;
     }
     tracing::info!(took = ?started.elapsed(), "control plane ready");
     cni::install(&spec.state_dir)?;
-    let nodes = futures::future::join_all(spec.nodes.iter().map(|n| node::start(&spec, n, images))).await;
+    let nodes = futures::future::join_all(spec.nodes.iter().map(|n| node::start(spec, n, images))).await;
     for r in nodes {
         r?;
     }
-    let client = admin_client(&spec).await?;
+    let client = admin_client(spec).await?;
     node::wait_ready(&client, &spec.nodes, Duration::from_secs(120)).await?;
     tracing::info!(took = ?started.elapsed(), "cluster ready");
-    Ok(spec)
+    Ok(())
 }
 
 /// Stops everything `up` started from this state directory and removes what it
