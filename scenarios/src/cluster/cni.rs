@@ -1,6 +1,7 @@
 //! The pod network: none to speak of. A sandbox still needs an interface with an
 //! address (local-cluster.md), so a tiny CNI plugin of our own gives each pod's
-//! own namespace an `eth0` (a dummy link) with a 127.x address reachable from
+//! own namespace an `eth0` (a portless bridge: the kernel may lack the dummy
+//! module) with a 127.x address reachable from
 //! nowhere, and brings `lo` up when containerd asks for its loopback network.
 //! Pods that talk to the host (the driver) use host networking.
 
@@ -10,7 +11,7 @@ use super::{write_file, Result};
 
 /// Plain sh: it runs on the node with the host's `ip` and `nsenter`.
 const PLUGIN: &str = r#"#!/bin/sh
-# hcsi CNI plugin (scenarios cluster): eth0 = dummy link with a 127.x/32 address
+# hcsi CNI plugin (scenarios cluster): eth0 = a portless bridge with a 127.x/32 address
 # in the pod's own network namespace; `lo` up for containerd's loopback network.
 set -eu
 ver='"cniVersion":"0.4.0"'
@@ -29,7 +30,7 @@ fi
 # A stable address from the container id: 127.<a>.<b>.<c>, never 127.0.x.
 h=$(printf %s "$CNI_CONTAINERID" | cksum | cut -d' ' -f1)
 addr="127.$(( (h >> 16) % 254 + 1 )).$(( (h >> 8) % 256 )).$(( h % 254 + 1 ))"
-nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type dummy
+nsenter --net="$CNI_NETNS" ip link add "$CNI_IFNAME" type bridge
 nsenter --net="$CNI_NETNS" ip addr add "$addr/32" dev "$CNI_IFNAME"
 nsenter --net="$CNI_NETNS" ip link set "$CNI_IFNAME" up
 echo "{$ver,\"interfaces\":[{\"name\":\"$CNI_IFNAME\",\"sandbox\":\"$CNI_NETNS\"}],\"ips\":[{\"version\":\"4\",\"address\":\"$addr/32\",\"interface\":0}]}"

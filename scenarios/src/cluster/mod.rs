@@ -9,7 +9,7 @@
 //! ../shared/reference/local-cluster.md.
 //!
 //! Addresses are in 198.18.0.0/15 (RFC 2544, benchmarking; neither private nor
-//! public). The host gets 198.18.0.1 on a dummy interface: the API server
+//! public). The host gets 198.18.0.1 on a link of its own: the API server
 //! listens there on 443, and since it is also the first address of the service
 //! range it is the `kubernetes` Service's ClusterIP, so in-cluster clients reach
 //! the API server without a kube-proxy. Node `i` gets 198.18.1.(4i+2)/30, its
@@ -41,7 +41,7 @@ pub const API_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const API_PORT: u16 = 443;
 /// Includes API_ADDRESS as its first address: the `kubernetes` Service IP.
 pub const SERVICE_RANGE: &str = "198.18.0.0/24";
-/// The dummy interface holding API_ADDRESS.
+/// The (portless bridge) link holding API_ADDRESS.
 pub const HOST_LINK: &str = "hcsi0";
 /// Short paths for Unix sockets (the state directory may be deep).
 pub const RUN_DIR: &str = "/run/hcsi";
@@ -248,6 +248,8 @@ pub async fn down(state_dir: &Path) -> Result<()> {
         errors.push(e.to_string());
     }
     let _ = std::fs::remove_file(Spec::spec_file(state_dir));
+    // Only if empty: another node's directory there is not ours to judge.
+    let _ = std::fs::remove_dir(RUN_DIR);
     if errors.is_empty() {
         Ok(())
     } else {

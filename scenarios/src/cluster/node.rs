@@ -53,9 +53,11 @@ async fn ignore_exists(r: Result<String>) -> Result<()> {
     }
 }
 
-/// The host's address for the nodes, on a dummy link.
+/// The host's address for the nodes, on a link of its own.
 pub async fn host_link_up() -> Result<()> {
-    ignore_exists(run("ip", &["link", "add", HOST_LINK, "type", "dummy"]).await).await?;
+    // A bridge with no ports: a link of our own to hold the address (the kernel
+    // may lack the dummy module), removed with `ip link del`.
+    ignore_exists(run("ip", &["link", "add", HOST_LINK, "type", "bridge"]).await).await?;
     ignore_exists(run("ip", &["addr", "add", &format!("{API_ADDRESS}/32"), "dev", HOST_LINK]).await).await?;
     run("ip", &["link", "set", HOST_LINK, "up"]).await?;
     Ok(())
