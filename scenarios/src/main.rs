@@ -284,7 +284,9 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<(PathBuf, scenarios::model::Scenari
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,kube_client=off".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,kube_client=off".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {

@@ -4,6 +4,10 @@
 //! The kubelet's plugin watcher finds the socket, asks GetInfo for the CSI
 //! socket, calls NodeGetInfo there, and reports the outcome with
 //! NotifyRegistrationStatus. Removing the socket (at shutdown) deregisters.
+//! Connections pass through [`authority`]: the kubelet sends an `:authority`
+//! that hyper refuses.
+
+mod authority;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,13 +90,92 @@ pub async fn serve(
     }
     let listener = tokio::net::UnixListener::bind(&path).map_err(sock_err)?;
     tracing::info!(socket = %path.display(), "serving kubelet plugin registration");
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let (conns, incoming) = tokio::sync::mpsc::channel::<std::io::Result<Connection>>(4);
+    let accepting = tokio::spawn(accept(listener, conns, shutdown.clone()));
     let served = tonic::transport::Server::builder()
         .add_service(RegistrationServer::new(service))
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(incoming), shutdown.cancelled_owned())
         .await;
+    accepting.abort();
     let _ = std::fs::remove_file(&path);
     served.map_err(|e| RegistrationError::Serve { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// One registration connection as tonic sees it: the far end of a pipe whose
+/// near end the authority rewriter feeds.
+struct Connection(tokio::io::DuplexStream);
+
+impl tonic::transport::server::Connected for Connection {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Accepts kubelet connections; each is piped through the authority rewriter.
+async fn accept(
+    listener: tokio::net::UnixListener,
+    conns: tokio::sync::mpsc::Sender<std::io::Result<Connection>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = listener.accept() => s,
+        };
+        let stream = match stream {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a registration connection");
+                continue;
+            }
+        };
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let (client_read, mut client_write) = stream.into_split();
+            let (server_read, server_write) = tokio::io::split(near);
+            let mut server_read = server_read;
+            let up = authority::client_to_server(client_read, server_write);
+            let down = tokio::io::copy(&mut server_read, &mut client_write);
+            let (up, _) = tokio::join!(up, down);
+            if let Err(e) = up {
+                tracing::warn!(error = %e, "registration connection");
+            }
+        });
+        if conns.send(Ok(Connection(far))).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
