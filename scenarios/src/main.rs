@@ -50,7 +50,7 @@ enum Command {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
         #[command(flatten)]
-        cluster: ClusterRunArgs,
+        cluster: Box<ClusterRunArgs>,
     },
     /// Check scenario files against the schema without running them.
     Validate {

@@ -89,6 +89,9 @@ fn fragment(flags: u8, payload: &[u8]) -> io::Result<&[u8]> {
         .ok_or_else(|| bad("malformed HEADERS"))
 }
 
+/// Decoded header fields: (name, value).
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
 struct Rewriter<'a> {
     decoder: fluke_hpack::Decoder<'a>,
 }
@@ -96,7 +99,7 @@ struct Rewriter<'a> {
 impl Rewriter<'_> {
     /// The HEADERS frame to send for a complete header block.
     fn headers(&mut self, stream: u32, end_stream: u8, block: &[u8]) -> io::Result<Vec<u8>> {
-        let mut headers = self.decoder.decode(block).map_err(|e| bad(&format!("header block: {e:?}")))?;
+        let mut headers: Fields = self.decoder.decode(block).map_err(|e| bad(&format!("header block: {e:?}")))?;
         for (name, value) in headers.iter_mut() {
             if name.as_slice() == b":authority" && !valid_authority(value) {
                 *value = b"localhost".to_vec();
@@ -174,8 +177,7 @@ mod tests {
     use super::*;
 
     fn literal_block(headers: &[(&str, &str)]) -> Vec<u8> {
-        let owned: Vec<(Vec<u8>, Vec<u8>)> =
-            headers.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+        let owned: Fields = headers.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
         encode_literals(&owned)
     }
 
@@ -185,7 +187,7 @@ mod tests {
         out
     }
 
-    fn decode_headers_frame(bytes: &[u8]) -> (u8, Vec<(Vec<u8>, Vec<u8>)>) {
+    fn decode_headers_frame(bytes: &[u8]) -> (u8, Fields) {
         assert_eq!(bytes[3], HEADERS);
         let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
         let headers = fluke_hpack::Decoder::new().decode(&bytes[9..9 + len]).expect("valid HPACK");
