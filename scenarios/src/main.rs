@@ -369,7 +369,21 @@ async fn cluster_backend(
     let bins = embedded_backend(bin_dir)?;
     let helm = match &a.helm {
         Some(h) => h.clone(),
-        None => cached_tool("helm")?.join("bin/helm"),
+        // Helm 3: helm 4 takes post-renderers only as plugins.
+        None => cached_tool("helm")
+            .ok()
+            .filter(|d| d.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("helm-v3")))
+            .or_else(|| {
+                let cache = std::env::var_os("HCSI_TOOLS_CACHE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "/var/cache/harvester-csi-tools".into());
+                let versions =
+                    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/cluster/versions.sh")).ok()?;
+                let v = versions.lines().find_map(|l| l.strip_prefix("HELM_VERSION="))?.trim().to_string();
+                Some(cache.join(format!("helm-{v}")))
+            })
+            .context("no helm 3 build in the tool cache (ci/cluster/build-tools.sh helm), or pass --helm")?
+            .join("bin/helm"),
     };
     let (kubeconfig, local, started_here) = match &a.kubeconfig {
         Some(k) => (k.clone(), None, false),

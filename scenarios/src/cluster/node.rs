@@ -245,6 +245,9 @@ volumePluginDir: "{flex}"
 clusterDomain: cluster.local
 resolvConf: ""
 rotateCertificates: false
+# The attach/detach controller detaches once the node status no longer lists the
+# volume in use: report unmounts within seconds, not the default 10 s.
+nodeStatusUpdateFrequency: 2s
 "#,
         ca = spec.state_dir.join("pki/ca.crt").display(),
         cgroup = cgroup_name(node),
