@@ -753,6 +753,27 @@ impl ClusterRun {
         forced
     }
 
+    /// Every driver and sidecar container's log, into the work directory (kept
+    /// for a failed scenario), before the chart goes.
+    async fn save_logs(&self) {
+        let api: Api<Pod> = Api::namespaced(self.guest().clone(), NAMESPACE);
+        let dir = self.work.join("logs");
+        let _ = std::fs::create_dir_all(&dir);
+        for p in api.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            for c in p.spec.map(|s| s.containers).unwrap_or_default() {
+                for previous in [false, true] {
+                    let params =
+                        kube::api::LogParams { container: Some(c.name.clone()), previous, ..Default::default() };
+                    if let Ok(text) = api.logs(&name, &params).await {
+                        let suffix = if previous { ".previous" } else { "" };
+                        let _ = std::fs::write(dir.join(format!("{name}-{}{suffix}.log", c.name)), text);
+                    }
+                }
+            }
+        }
+    }
+
     /// The timeline from the driver's own RPC metrics (controller and node plugins).
     async fn collect_timeline(&self) {
         let mut phases = Vec::new();
@@ -907,6 +928,7 @@ else sha256sum {path} | cut -d' ' -f1; fi",
     async fn shutdown(self) {
         self.stop.cancel();
         self.collect_timeline().await;
+        self.save_logs().await;
         let forced = self.clean_guest().await;
         if !forced.is_empty() {
             tracing::warn!(forced = ?forced, "cleanup had to force");
