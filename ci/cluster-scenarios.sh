@@ -13,9 +13,11 @@ started=$(date +%s)
 stamp() { echo "== $(( $(date +%s) - started ))s: $*" >&2; }
 
 ./ci/install-deps.sh
+# Go (≥ 1.24, for Kubernetes v1.34) and Rust must be present; Debian's golang-go is too old.
+command -v go >/dev/null || { echo "go is required to build the Kubernetes components" >&2; exit 1; }
 need=()
 for tool in containerd:containerd runc:runc etcd:etcd-server busybox:busybox-static gcc:gcc jq:jq ip:iproute2 \
-            nsenter:util-linux unshare:util-linux debootstrap:debootstrap go:golang-go; do
+            nsenter:util-linux unshare:util-linux debootstrap:debootstrap; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
