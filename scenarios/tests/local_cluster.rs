@@ -57,6 +57,22 @@ async fn a_local_cluster_runs_pods_on_every_node_and_stops_clean() {
         snapshots: None,
     };
     let spec = cluster::up(spec, &images).await.expect("cluster up");
+    // Whatever the checks say, the cluster goes (its pid files are in the temp dir).
+    let checked = tokio::spawn(check_pods(spec.clone())).await;
+    cluster::down(&spec.state_dir).await.expect("cluster down");
+    if let Err(e) = checked {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    for node in &spec.nodes {
+        assert!(!std::path::Path::new("/run/netns").join(cluster::node::netns(node)).exists(), "netns of {node} left");
+        assert!(!std::path::Path::new("/run/hcsi").join(node).exists(), "run dir of {node} left");
+    }
+    assert!(!std::path::Path::new("/sys/class/net").join(cluster::HOST_LINK).exists(), "host link left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&state.path().display().to_string()), "mounts left under the state dir");
+}
+
+async fn check_pods(spec: Spec) {
     let client = cluster::admin_client(&spec).await.expect("admin client");
     let pods: Api<Pod> = Api::namespaced(client, "default");
     for node in &spec.nodes {
@@ -89,12 +105,4 @@ async fn a_local_cluster_runs_pods_on_every_node_and_stops_clean() {
         let logs = pods.logs(&name, &LogParams::default()).await.expect("logs through the kubelet");
         assert!(logs.contains("hello from smoke-"), "{logs}");
     }
-    cluster::down(&spec.state_dir).await.expect("cluster down");
-    for node in &spec.nodes {
-        assert!(!std::path::Path::new("/run/netns").join(cluster::node::netns(node)).exists(), "netns of {node} left");
-        assert!(!std::path::Path::new("/run/hcsi").join(node).exists(), "run dir of {node} left");
-    }
-    assert!(!std::path::Path::new("/sys/class/net").join(cluster::HOST_LINK).exists(), "host link left");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(!mounts.contains(&state.path().display().to_string()), "mounts left under the state dir");
 }

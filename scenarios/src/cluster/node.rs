@@ -48,7 +48,11 @@ fn cgroup_name(node: &str) -> String {
 async fn ignore_exists(r: Result<String>) -> Result<()> {
     match r {
         Ok(_) => Ok(()),
-        Err(ClusterError::Command { detail, .. }) if detail.contains("File exists") => Ok(()),
+        Err(ClusterError::Command { detail, .. })
+            if detail.contains("File exists") || detail.contains("already assigned") =>
+        {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
