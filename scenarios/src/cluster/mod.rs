@@ -223,6 +223,14 @@ async fn bring_up(spec: &Spec, images: &images::Images) -> Result<()> {
     }
     let client = admin_client(spec).await?;
     node::wait_ready(&client, &spec.nodes, Duration::from_secs(120)).await?;
+    // Pods are refused until the controller-manager made the namespace's ServiceAccount.
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(client.clone(), "default");
+    wait_until("the default ServiceAccount", Duration::from_secs(60), || {
+        let accounts = accounts.clone();
+        async move { (!matches!(accounts.get_opt("default").await, Ok(Some(_)))).then(|| "not made yet".into()) }
+    })
+    .await?;
     tracing::info!(took = ?started.elapsed(), "cluster ready");
     Ok(())
 }
