@@ -90,6 +90,17 @@ pub struct Config {
     #[arg(long, env = "OPERATION_TIMEOUT", default_value = "100s", value_parser = parse_duration)]
     pub operation_timeout: Duration,
 
+    /// Serve the kubelet plugin-registration API (what node-driver-registrar does) on
+    /// `DIR/driver.harvesterhci.io-reg.sock`, DIR being the kubelet's plugins_registry
+    /// (node mode only; needs --kubelet-registration-path).
+    #[arg(long, env = "PLUGIN_REGISTRATION_DIR", requires = "kubelet_registration_path")]
+    pub plugin_registration_dir: Option<PathBuf>,
+
+    /// The CSI socket as the kubelet sees it (e.g.
+    /// /var/lib/kubelet/plugins/driver.harvesterhci.io/csi.sock); sent to the kubelet at registration.
+    #[arg(long, env = "KUBELET_REGISTRATION_PATH", requires = "plugin_registration_dir")]
+    pub kubelet_registration_path: Option<PathBuf>,
+
     /// A tool instead of serving (flags above give the clusters to talk to).
     #[command(subcommand)]
     pub tool: Option<Tool>,
@@ -164,6 +175,27 @@ impl Config {
         matches!(self.mode, Mode::Node | Mode::All)
     }
 
+    /// Flag combinations clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.runs_controller() && self.guest_kubeconfig.is_some() {
+            return Err("--guest-kubeconfig is read only by the controller (--mode controller or all); \
+                 a node plugin never talks to the guest cluster: remove the flag"
+                .into());
+        }
+        if self.plugin_registration_dir.is_some() && !self.runs_node() {
+            return Err(
+                "--plugin-registration-dir registers a node plugin with its kubelet; it needs --mode node (or all), not --mode controller"
+                    .into(),
+            );
+        }
+        if let Some(p) = &self.kubelet_registration_path {
+            if !p.is_absolute() {
+                return Err(format!("--kubelet-registration-path {} must be absolute", p.display()));
+            }
+        }
+        Ok(())
+    }
+
     /// The cloud-config path to use: the flag if it exists, else the upstream fallback.
     pub fn cloud_config_path(&self) -> PathBuf {
         match &self.kubeconfig {
@@ -188,6 +220,44 @@ mod tests {
     #[case("x", None)]
     fn durations(#[case] input: &str, #[case] millis: Option<u64>) {
         assert_eq!(parse_duration(input).ok().map(|d| d.as_millis() as u64), millis);
+    }
+
+    #[rstest]
+    #[case(&["--mode=node", "--plugin-registration-dir=/r", "--kubelet-registration-path=/k/csi.sock"], Ok(()))]
+    #[case(&["--mode=all", "--plugin-registration-dir=/r", "--kubelet-registration-path=/k/csi.sock"], Ok(()))]
+    #[case(&["--mode=controller", "--plugin-registration-dir=/r", "--kubelet-registration-path=/k/csi.sock"], Err("--mode node"))]
+    #[case(&["--mode=node", "--plugin-registration-dir=/r", "--kubelet-registration-path=csi.sock"], Err("absolute"))]
+    fn registration_flags(#[case] args: &[&str], #[case] want: Result<(), &str>) {
+        let c = Config::try_parse_from(std::iter::once("driver").chain(args.iter().copied())).expect("flags parse");
+        match (c.validate(), want) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Err(part)) => assert!(e.contains(part), "{e}"),
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case(&["--plugin-registration-dir=/r"])]
+    #[case(&["--kubelet-registration-path=/k/csi.sock"])]
+    fn registration_flags_come_together(#[case] args: &[&str]) {
+        let e = Config::try_parse_from(std::iter::once("driver").chain(args.iter().copied()))
+            .expect_err("one registration flag without the other");
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{e}");
+    }
+
+    #[rstest]
+    #[case(&["--mode=node", "--guest-kubeconfig=/g"], false)]
+    #[case(&["--mode=node"], true)]
+    #[case(&["--mode=controller", "--guest-kubeconfig=/g"], true)]
+    #[case(&["--mode=all", "--guest-kubeconfig=/g"], true)]
+    fn guest_kubeconfig_is_refused_in_node_mode(#[case] args: &[&str], #[case] ok: bool) {
+        let config = Config::try_parse_from(std::iter::once("harvester-csi-driver").chain(args.iter().copied()))
+            .expect("flags parse");
+        let checked = config.validate();
+        assert_eq!(checked.is_ok(), ok, "{checked:?}");
+        if let Err(e) = checked {
+            assert!(e.contains("--guest-kubeconfig"), "{e}");
+        }
     }
 
     #[test]

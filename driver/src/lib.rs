@@ -19,5 +19,6 @@ pub mod mount;
 pub mod names;
 pub mod node;
 pub mod orphans;
+pub mod registration;
 pub mod rpc;
 pub mod server;

@@ -165,16 +165,14 @@ pub(super) async fn run_pod<C: Cluster>(c: &C, p: &model::RunPod) -> Result<()> 
         }
         volumes.push(json!({"name": v.pvc, "persistentVolumeClaim": {"claimName": v.pvc, "readOnly": v.readonly}}));
     }
-    let mut spec = json!({"nodeName": p.node, "containers": [{"name": "app", "image": "busybox", "volumeMounts": mounts, "volumeDevices": devices}], "volumes": volumes});
+    let mut spec = json!({"nodeName": p.node, "containers": [{"name": "app", "volumeMounts": mounts, "volumeDevices": devices}], "volumes": volumes});
     if let Some(sc) = &p.security_context {
         spec["securityContext"] =
             json!({"runAsUser": sc.run_as_user, "runAsGroup": sc.run_as_group, "fsGroup": sc.fs_group});
     }
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": p.name, "namespace": p.namespace, "finalizers": [crate::components::kubelet::FINALIZER]},
-        "spec": spec,
-    }))
-    .map_err(|e| fail(e.to_string()))?;
+    let mut pod = json!({"metadata": {"name": p.name, "namespace": p.namespace}, "spec": spec});
+    c.adapt_pod(&mut pod);
+    let pod: Pod = serde_json::from_value(pod).map_err(|e| fail(e.to_string()))?;
     let api: Api<Pod> = Api::namespaced(env.guest.clone(), &p.namespace);
     api.create(&PostParams::default(), &pod).await.map_err(|e| fail(format!("creating pod {}: {e}", p.name)))?;
     Ok(())

@@ -105,7 +105,7 @@ async fn seed_one<C: Cluster>(c: &C, v: &UpstreamVolume) -> Result<()> {
         let file = c.host_volume_file(&host_pv)?;
         let mount_point = env.kubelet_root.with_file_name("upstream-seed").join(&host_pv);
         let bytes = random(data.random_bytes);
-        let checksum = super::data::sha(&bytes);
+        let checksum = crate::backend::checksum(&bytes);
         match (&data.path, data.offset) {
             (Some(path), _) => {
                 // Upstream's node plugin formats RWO disks (mount-utils' options); the
