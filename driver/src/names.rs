@@ -10,7 +10,7 @@ pub const DRIVER_NAME: &str = "driver.harvesterhci.io";
 /// Prefix of remote-backup snapshot ids: `backup:<namespace>/<name>` (upstream's format).
 pub const BACKUP_PREFIX: &str = "backup:";
 
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -18,7 +18,7 @@ fn is_dns_label(s: &str) -> bool {
         && s.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

@@ -361,7 +361,7 @@ async fn v1_3_rwx_refused_and_rwo_attach_works() {
         let env = Env::start(Options::profile("v1.3")).await;
 
         let (code, msg) = code_of(env.create(rwx_req("pvc-rwx")).await);
-        assert_eq!(code, Code::InvalidArgument, "{msg}");
+        assert_eq!(code, Code::FailedPrecondition, "{msg}");
         assert!(msg.contains("Harvester ≥ v1.4"), "the message names the release RWX needs: {msg}");
         assert!(env.host_pvc("pvc-rwx").await.is_none());
 

@@ -179,6 +179,7 @@ impl ControllerService {
             guest_pvc_name: r.guest_pvc.as_ref().map(|(_, n)| n.clone()),
             guest_pv: r.guest_pv.clone(),
             csi_name: (r.csi_name != r.name).then(|| r.csi_name.clone()),
+            adopted: false,
         }
     }
 
@@ -317,8 +318,11 @@ impl ControllerService {
         tracing::info!(volume = %r.name, size = r.size, shared = r.shape.shared, block = r.shape.block, "CreateVolume");
 
         if r.shape.shared {
+            // FAILED_PRECONDITION, not INVALID_ARGUMENT: the request is fine, the host does
+            // not allow it now (its release or the guest's RBAC), and that can change. The
+            // external-provisioner never retries an INVALID_ARGUMENT ("infeasible") claim.
             let needs = "RWX volumes need Harvester ≥ v1.4 with NetworkFilesystem access for the guest credentials";
-            self.host.require(Feature::Rwx, needs).await.map_err(Error::InvalidArgument)?;
+            self.host.require(Feature::Rwx, needs).await.map_err(Error::FailedPrecondition)?;
         }
         let (class, provisioner) = self.resolve_class(&r).await?;
         if r.shape.shared {

@@ -1,18 +1,21 @@
 //! The out-of-service taint controller (upstream §5.3, fixed): when a guest
 //! node is NotReady and its VM is not running, taint it out-of-service so
 //! Kubernetes force-detaches its volumes; once it is back, remove only the taint
-//! this controller added, and only ever unplug volumes this driver attached.
+//! this controller added, and only ever unplug volumes this driver attached (its
+//! disk serial) or, for volumes the upstream driver attached before the switch
+//! (no serial), volumes a guest PV of this driver names.
 //! Runs in the controller under a guest Lease (one active replica).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::host::kubevirt::{Disk, Volume};
 use crate::host::Host;
 use crate::names;
 
@@ -103,7 +106,34 @@ async fn vm_healthy(host: &Host, vm: &str) -> Option<bool> {
     Some(host.get_vm(vm).await.ok()??.is_running())
 }
 
-async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::Result<()> {
+/// Whether a serial-less hot-plugged disk is a volume of this driver that the
+/// upstream driver attached: upstream hot-plugged `claimName` under its own name
+/// with no serial, and a guest PV of this driver has it as its volume handle. A
+/// disk a human added has no such PV and stays.
+async fn upstream_attached_ours(
+    pvs: &Api<PersistentVolume>,
+    volume: &Volume,
+    disk: Option<&Disk>,
+) -> kube::Result<bool> {
+    let name = volume.name();
+    let upstream_shape = disk.is_some_and(|d| d.serial().is_empty()) && volume.claim() == name;
+    if !upstream_shape {
+        return Ok(false);
+    }
+    Ok(pvs.list(&Default::default()).await?.items.iter().any(|pv| {
+        pv.spec
+            .as_ref()
+            .and_then(|s| s.csi.as_ref())
+            .is_some_and(|c| c.driver == names::DRIVER_NAME && c.volume_handle == name)
+    }))
+}
+
+async fn reconcile(
+    nodes: &Api<Node>,
+    pvs: &Api<PersistentVolume>,
+    host: &Host,
+    node: &Node,
+) -> anyhow_like::Result<()> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let vm = vm_of(node);
     let Some(healthy) = vm_healthy(host, &vm).await else { return Ok(()) };
@@ -144,11 +174,9 @@ async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::
             if let Some(vm_obj) = host.get_vm(&vm).await? {
                 for v in vm_obj.hotplugged_volumes() {
                     let vol = v.name();
-                    let serial_ours = vm_obj
-                        .template_disks()
-                        .iter()
-                        .any(|d| d.name() == vol && d.serial() == names::disk_serial(vol));
-                    if serial_ours {
+                    let disk = vm_obj.template_disk(vol);
+                    let serial_ours = disk.is_some_and(|d| d.serial() == names::disk_serial(vol));
+                    if serial_ours || upstream_attached_ours(pvs, v, disk).await? {
                         host.unplug(&vm, vol).await?;
                         tracing::warn!(vm = %vm, volume = vol, "removed volume from dead VM");
                     }
@@ -167,7 +195,8 @@ mod anyhow_like {
 
 pub async fn run(guest: kube::Client, host: Host, identity: String, shutdown: CancellationToken) {
     let leases: Api<Lease> = Api::namespaced(guest.clone(), LEASE_NS);
-    let nodes: Api<Node> = Api::all(guest);
+    let nodes: Api<Node> = Api::all(guest.clone());
+    let pvs: Api<PersistentVolume> = Api::all(guest);
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -190,7 +219,7 @@ pub async fn run(guest: kube::Client, host: Host, identity: String, shutdown: Ca
             }
         };
         for node in list.items.iter().filter(|n| n.metadata.deletion_timestamp.is_none()) {
-            if let Err(e) = reconcile(&nodes, &host, node).await {
+            if let Err(e) = reconcile(&nodes, &pvs, &host, node).await {
                 tracing::warn!(node = node.metadata.name.as_deref().unwrap_or(""), error = %e, "node health");
             }
         }

@@ -26,6 +26,9 @@ pub mod keys {
     pub const SHARED: &str = "csi.harvesterhci.io/shared";
     /// The CO's name for a volume/snapshot whose host name is a hash of it.
     pub const CSI_NAME: &str = "csi.harvesterhci.io/csi-name";
+    /// `"true"` on a host volume another driver (upstream's) made and this one
+    /// labelled as its own when it first used it.
+    pub const ADOPTED: &str = "csi.harvesterhci.io/adopted";
     /// Kubernetes' mark of the default StorageClass.
     pub const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 }
@@ -43,6 +46,8 @@ pub struct Ownership {
     pub guest_pv: Option<String>,
     /// The CO's name for the volume when the host name is a hash of it.
     pub csi_name: Option<String>,
+    /// Made by another driver (upstream's) and labelled as this one's on first use.
+    pub adopted: bool,
 }
 
 fn get<'a>(map: &'a Option<BTreeMap<String, String>>, key: &str) -> Option<&'a String> {
@@ -64,6 +69,7 @@ impl Ownership {
             guest_pvc_name: annotation(keys::GUEST_PVC_NAME),
             guest_pv: annotation(keys::GUEST_PV_NAME),
             csi_name: annotation(keys::CSI_NAME),
+            adopted: annotation(keys::ADOPTED).as_deref() == Some("true"),
         }
     }
 
@@ -78,12 +84,14 @@ impl Ownership {
 
     /// The annotations: the exact names.
     pub fn annotations(&self) -> BTreeMap<String, String> {
+        let adopted = self.adopted.then(|| "true".to_string());
         [
             (keys::GUEST_CLUSTER_ID, &self.cluster_id),
             (keys::GUEST_PVC_NAMESPACE, &self.guest_pvc_namespace),
             (keys::GUEST_PVC_NAME, &self.guest_pvc_name),
             (keys::GUEST_PV_NAME, &self.guest_pv),
             (keys::CSI_NAME, &self.csi_name),
+            (keys::ADOPTED, &adopted),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
@@ -121,6 +129,13 @@ mod tests {
         guest_pvc_name: Some("data".into()),
         guest_pv: Some("pvc-1234".into()),
         csi_name: Some("a-very-long-name".into()),
+        adopted: false,
+    })]
+    #[case::adopted(Ownership {
+        cluster_id: Some("prod".into()),
+        guest_pv: Some("pvc-0b1c8a3e-51f2-4bd4-9a3c-6a1f0c0e8d11".into()),
+        adopted: true,
+        ..Default::default()
     })]
     fn ownership_reads_back_what_it_writes(#[case] owner: Ownership) {
         let written =

@@ -197,7 +197,8 @@ impl Vm {
     pub fn hotplugged_volumes(&self) -> impl Iterator<Item = &Volume> {
         self.template_volumes().iter().filter(|v| v.hotpluggable())
     }
-    pub(in crate::host) fn template_disk(&self, name: &str) -> Option<&Disk> {
+    /// The template disk named `name` (the first, as KubeVirt names are unique).
+    pub fn template_disk(&self, name: &str) -> Option<&Disk> {
         self.template_disks().iter().find(|d| d.name() == name)
     }
     fn volume_requests(&self) -> &[VolumeRequest] {
