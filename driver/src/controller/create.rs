@@ -16,7 +16,9 @@ use crate::capabilities::{shape_of_all, Shape};
 use crate::contexts;
 use crate::error::{Error, Result};
 use crate::host::labels::Ownership;
-use crate::host::pvc::{host_pv_name, is_default_class, pvc_capacity, pvc_phase, pvc_request, shape_annotations};
+use crate::host::pvc::{
+    host_pv_name, is_default_class, pvc_capacity, pvc_phase, pvc_request, shape_annotations, storage_class, volume_mode,
+};
 use crate::host::{Feature, LONGHORN_PROVISIONER};
 use crate::names::{self, SnapshotId};
 
@@ -242,7 +244,7 @@ impl ControllerService {
                     )));
                 }
                 size = size.max(src_size);
-                class = source.spec.as_ref().and_then(|s| s.storage_class_name.clone()).or(class);
+                class = storage_class(&source).map(String::from).or(class);
                 data_source = Some(TypedLocalObjectReference {
                     api_group: None,
                     kind: "PersistentVolumeClaim".into(),
@@ -284,7 +286,7 @@ impl ControllerService {
         if e.access_modes != w.access_modes {
             diffs.push("access modes");
         }
-        if e.volume_mode.as_deref().unwrap_or("Filesystem") != w.volume_mode.as_deref().unwrap_or("Filesystem") {
+        if volume_mode(existing) != volume_mode(wanted) {
             diffs.push("volume mode");
         }
         if w.storage_class_name.is_some() && e.storage_class_name != w.storage_class_name {
@@ -410,10 +412,7 @@ impl ControllerService {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         volume_context.insert(contexts::volume::SHARED.into(), r.shape.shared.to_string());
-        volume_context.insert(
-            contexts::volume::HOST_VOLUME_MODE.into(),
-            bound.spec.as_ref().and_then(|s| s.volume_mode.clone()).unwrap_or_else(|| "Filesystem".into()),
-        );
+        volume_context.insert(contexts::volume::HOST_VOLUME_MODE.into(), volume_mode(&bound).to_string());
         Ok(csi::CreateVolumeResponse {
             volume: Some(csi::Volume {
                 capacity_bytes: capacity as i64,

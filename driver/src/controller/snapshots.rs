@@ -7,7 +7,7 @@ use csi_proto::csi::v1 as csi;
 use super::ControllerService;
 use crate::error::{Error, Result};
 use crate::host::labels::Ownership;
-use crate::host::pvc::pvc_capacity;
+use crate::host::pvc::{pvc_capacity, storage_class};
 use crate::host::snapshots::{HostSnapshot, RemoteBackup};
 use crate::host::Feature;
 use crate::names::{self, SnapshotId};
@@ -81,8 +81,8 @@ impl ControllerService {
                 let vs = match self.host.get_snapshot(&req.name).await? {
                     Some(vs) => vs,
                     None => {
-                        let sc = source.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default();
-                        let provisioner = match self.host.get_storage_class(&sc).await {
+                        let sc = storage_class(&source).unwrap_or_default();
+                        let provisioner = match self.host.get_storage_class(sc).await {
                             Ok(Some(c)) => c.provisioner,
                             _ => crate::host::LONGHORN_PROVISIONER.to_string(),
                         };

@@ -91,6 +91,16 @@ pub fn host_pv_name(pvc: &PersistentVolumeClaim) -> Option<&str> {
     pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref())
 }
 
+/// The StorageClass a host PVC asked for (`None` for the cluster default).
+pub fn storage_class(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref())
+}
+
+/// A host PVC's volume mode; Kubernetes defaults an unset one to Filesystem.
+pub fn volume_mode(pvc: &PersistentVolumeClaim) -> &str {
+    pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref()).unwrap_or("Filesystem")
+}
+
 /// Whether a host StorageClass is marked as the cluster default.
 pub fn is_default_class(sc: &StorageClass) -> bool {
     sc.metadata.annotations.as_ref().and_then(|a| a.get(keys::DEFAULT_CLASS)).map(String::as_str) == Some("true")
@@ -306,6 +316,16 @@ mod tests {
     #[case::no_spec(json!({}), None)]
     fn host_pvs(#[case] v: serde_json::Value, #[case] want: Option<&str>) {
         assert_eq!(host_pv_name(&pvc(v)), want);
+    }
+
+    #[rstest]
+    #[case::block(json!({"spec": {"volumeMode": "Block", "storageClassName": "longhorn"}}), "Block", Some("longhorn"))]
+    #[case::filesystem(json!({"spec": {"volumeMode": "Filesystem"}}), "Filesystem", None)]
+    #[case::unset_mode_is_filesystem(json!({"spec": {}}), "Filesystem", None)]
+    #[case::no_spec(json!({}), "Filesystem", None)]
+    fn modes_and_classes(#[case] v: serde_json::Value, #[case] mode: &str, #[case] class: Option<&str>) {
+        let p = pvc(v);
+        assert_eq!((volume_mode(&p), storage_class(&p)), (mode, class));
     }
 
     #[rstest]
