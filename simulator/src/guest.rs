@@ -2,9 +2,8 @@
 //! serving core, storage, RBAC, coordination and snapshot kinds, without any
 //! Harvester type or controller (the scenario runner plays the components).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -12,11 +11,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::authn::{self, Authenticator};
 use crate::api::http::{self, ServerState};
 use crate::api::ops::{Api, WriteOptions};
 use crate::api::resources::Registry;
 use crate::api::store::Store;
-use crate::auth::{self, Authenticator};
 use crate::faults::Faults;
 use crate::sim::SimError;
 use crate::{kubeconfig, tls};
@@ -40,21 +39,15 @@ impl GuestCluster {
             move |source| SimError::Io { op, path, source }
         };
         std::fs::create_dir_all(dir).map_err(io("create"))?;
-        let token = auth::new_token();
+        let token = authn::new_token();
         let store = Arc::new(Store::new(50_000));
         let api = Arc::new(Api::new(store, Registry::new(|t| GROUPS.contains(&t.group), false)));
-        let (watch_epoch, _) = tokio::sync::watch::channel(0u64);
-        let server = Arc::new(ServerState {
-            api: api.clone(),
-            authn: Arc::new(Authenticator::new(&token)),
-            faults: Arc::new(Faults::default()),
-            version: json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}),
-            server_address: RwLock::new(String::new()),
-            watch_epoch,
-            aggregated: RwLock::new(HashMap::new()),
-            admin: RwLock::new(None),
-            max_body_bytes: http::DEFAULT_MAX_BODY_BYTES,
-        });
+        let server = Arc::new(ServerState::new(
+            api.clone(),
+            Arc::new(Authenticator::new(&token)),
+            Arc::new(Faults::default()),
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"}),
+        ));
         let ns_rt = api
             .resource("", "namespaces")
             .ok_or_else(|| SimError::Seed(crate::api::error::ApiError::internal("namespaces not served")))?;

@@ -1,6 +1,7 @@
 //! A Kubernetes-compatible API server engine: store, semantics, HTTP front.
 //! Generic: it knows nothing about Harvester; controllers and profiles plug in.
 
+pub mod authn;
 pub mod discovery;
 pub mod error;
 pub mod http;
