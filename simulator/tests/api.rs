@@ -757,3 +757,45 @@ async fn self_subject_access_review_answers_per_profile() {
     })
     .await
 }
+
+/// `kubectl auth can-i --list`: a SelfSubjectRulesReview lists the profile's rules for the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_subject_rules_review_lists_the_profile_rules() {
+    use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
+    bounded(60, async {
+        for (profile, backups) in [("v1.3", false), ("v1.8", true)] {
+            let s = common::start(Options::profile(profile)).await;
+            let api: Api<SelfSubjectRulesReview> = Api::all(s.guest.clone());
+            let review = SelfSubjectRulesReview {
+                spec: SelfSubjectRulesReviewSpec { namespace: Some("default".into()) },
+                ..Default::default()
+            };
+            let status = api.create(&PostParams::default(), &review).await.unwrap().status.unwrap();
+            assert!(!status.incomplete, "{profile}: {:?}", status.evaluation_error);
+            let has = |resource: &str| {
+                status
+                    .resource_rules
+                    .iter()
+                    .any(|r| r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == resource)))
+            };
+            assert!(has("storageclasses"), "{profile}");
+            assert!(has("virtualmachines/addvolume"), "{profile}: the RoleBinding in the VM namespace counts");
+            assert!(has("selfsubjectrulesreviews"), "{profile}: system:basic-user");
+            assert_eq!(has("volumeremotebackups"), backups, "{profile}");
+            assert!(!has("nodes") || profile == "v1.3", "{profile}");
+            let urls: Vec<&String> =
+                status.non_resource_rules.iter().flat_map(|r| r.non_resource_urls.iter().flatten()).collect();
+            assert!(urls.iter().any(|u| *u == "/openapi/*"), "{profile}: {urls:?}");
+
+            // Without a namespace the apiserver refuses the review.
+            let empty = SelfSubjectRulesReview::default();
+            let err = api.create(&PostParams::default(), &empty).await.unwrap_err();
+            assert!(
+                matches!(&err, kube::Error::Api(s) if s.code == 400 && s.message == "no namespace on request"),
+                "{err}"
+            );
+            s.shutdown().await;
+        }
+    })
+    .await
+}

@@ -160,8 +160,17 @@ impl ApiError {
         Self::new(413, "RequestEntityTooLarge", message)
     }
 
-    pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {content_type}"))
+    /// A body in a format the server does not decode; `accepted` in the
+    /// apiserver's order (its wording names no offending type).
+    pub fn unsupported_media_type(accepted: &[&str]) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

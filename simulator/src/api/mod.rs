@@ -9,6 +9,7 @@ pub mod meta;
 pub mod openapi;
 pub mod ops;
 pub mod patch;
+pub mod protobuf;
 pub mod quantity;
 pub mod rbac;
 pub mod request;

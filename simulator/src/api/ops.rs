@@ -61,6 +61,21 @@ impl PatchType {
             _ => None,
         }
     }
+
+    /// What PATCH accepts, in the order the apiserver lists it in a 415: CRDs
+    /// take no strategic merge patch.
+    pub fn accepted(builtin: bool) -> &'static [&'static str] {
+        if builtin {
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
+        } else {
+            &["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -453,7 +468,7 @@ impl Api {
     ) -> ApiResult<Arc<Value>> {
         let namespace = if rt.namespaced { namespace } else { "" };
         if patch_type == PatchType::Strategic && rt.is_crd() {
-            return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
+            return Err(ApiError::unsupported_media_type(PatchType::accepted(false)));
         }
         if patch_type == PatchType::Apply && opts.field_manager.as_deref().unwrap_or("").is_empty() {
             return Err(ApiError::invalid("meta.k8s.io", "PatchOptions", "", vec![Cause::required("fieldManager")]));

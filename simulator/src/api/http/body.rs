@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::api::error::{ApiError, ApiResult};
+use crate::api::protobuf;
 
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).unwrap_or_default();
@@ -49,6 +50,30 @@ pub(super) async fn read(mut body: Body, headers: &HeaderMap, limit: usize) -> A
         return Err(too_large());
     }
     Ok(buf.freeze())
+}
+
+/// The media types an object body (create, update) may come in.
+const OBJECT_MEDIA_TYPES: &[&str] = &["application/json", "application/yaml"];
+
+/// An object body in the format its Content-Type names. Protobuf is decoded
+/// only for the kinds `protobuf` knows (typed clients do not fall back to
+/// JSON on a 415); any other protobuf body gets 415.
+pub(super) fn decode_object(inc: &super::Incoming) -> ApiResult<Value> {
+    let media_type = inc.content_type.split(';').next().unwrap_or("").trim();
+    match media_type {
+        "" | "application/json" => parse_json(&inc.body),
+        protobuf::MEDIA_TYPE => match protobuf::decode_review(&inc.body) {
+            Ok(v) => Ok(v),
+            Err(protobuf::ProtobufError::Unsupported(_)) => Err(ApiError::unsupported_media_type(OBJECT_MEDIA_TYPES)),
+            Err(e) => Err(ApiError::bad_request(e.to_string())),
+        },
+        "application/yaml" => {
+            let text =
+                std::str::from_utf8(&inc.body).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+            serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
+        _ => Err(ApiError::unsupported_media_type(OBJECT_MEDIA_TYPES)),
+    }
 }
 
 pub(super) fn parse_json(body: &Bytes) -> ApiResult<Value> {

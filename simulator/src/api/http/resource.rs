@@ -95,9 +95,8 @@ pub(super) async fn handle(st: &ServerState, inc: &Incoming, r: ResourceRequest)
 
     if r.group == AUTHORIZATION_GROUP {
         return match (verb, r.resource.as_str(), r.version.as_str()) {
-            ("create", "selfsubjectaccessreviews", "v1") => {
-                reviews::self_subject_access_review(st, &inc.user, &inc.body)
-            }
+            ("create", "selfsubjectaccessreviews", "v1") => reviews::self_subject_access_review(st, inc),
+            ("create", "selfsubjectrulesreviews", "v1") => reviews::self_subject_rules_review(st, inc),
             _ => Err(ApiError::unknown_route(&inc.path)),
         };
     }

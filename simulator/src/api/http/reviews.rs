@@ -1,25 +1,23 @@
 //! `authorization.k8s.io`: the self-subject reviews (no stored objects).
-//! `SelfSubjectAccessReview` answers `kubectl auth can-i VERB RESOURCE`.
+//! `SelfSubjectAccessReview` answers `kubectl auth can-i VERB RESOURCE`,
+//! `SelfSubjectRulesReview` answers `kubectl auth can-i --list`.
 
 use axum::response::Response;
 use http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::api::error::{ApiError, ApiResult, Cause};
-use crate::api::rbac::{Attributes, Decision, UserInfo};
+use crate::api::rbac::{self, Attributes, Decision};
 
-use super::authz::decide;
-use super::body::{json_response, parse_json};
-use super::ServerState;
+use super::authz::{decide, with_rbac_objects};
+use super::body::{decode_object, json_response};
+use super::{Incoming, ServerState};
 
 const GROUP: &str = "authorization.k8s.io";
 
-pub(super) fn self_subject_access_review(
-    st: &ServerState,
-    user: &UserInfo,
-    body: &bytes::Bytes,
-) -> ApiResult<Response> {
-    let mut review = parse_json(body)?;
+pub(super) fn self_subject_access_review(st: &ServerState, inc: &Incoming) -> ApiResult<Response> {
+    let user = &inc.user;
+    let mut review = decode_object(inc)?;
     let attrs = if let Some(r) = review.pointer("/spec/resourceAttributes") {
         let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         Attributes {
@@ -53,5 +51,23 @@ pub(super) fn self_subject_access_review(
     review["kind"] = json!("SelfSubjectAccessReview");
     review["status"] =
         if allowed { json!({"allowed": true, "reason": "RBAC: allowed"}) } else { json!({"allowed": false}) };
+    Ok(json_response(StatusCode::CREATED, &review))
+}
+
+pub(super) fn self_subject_rules_review(st: &ServerState, inc: &Incoming) -> ApiResult<Response> {
+    let user = &inc.user;
+    let mut review = decode_object(inc)?;
+    let namespace = review.pointer("/spec/namespace").and_then(Value::as_str).unwrap_or("").to_string();
+    if namespace.is_empty() {
+        // As the apiserver's selfsubjectrulesreview REST storage answers.
+        return Err(ApiError::bad_request("no namespace on request"));
+    }
+    let rules = with_rbac_objects(st, |objects| rbac::rules_for(user, &namespace, objects));
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["kind"] = json!("SelfSubjectRulesReview");
+    if review.get("metadata").is_none_or(|m| !m.is_object()) {
+        review["metadata"] = json!({});
+    }
+    review["status"] = rules.to_status();
     Ok(json_response(StatusCode::CREATED, &review))
 }

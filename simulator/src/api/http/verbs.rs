@@ -17,7 +17,7 @@ use crate::api::ops::{DeleteOptions, PatchType};
 use crate::api::resources::ResourceType;
 use crate::api::{table, watch};
 
-use super::body::{json_response, parse_json};
+use super::body::{decode_object, json_response, parse_json};
 use super::resource::Target;
 use super::{Incoming, ServerState};
 
@@ -67,14 +67,14 @@ pub(super) fn create(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<
     if !t.subresource.is_empty() {
         return Err(ApiError::method_not_allowed("create is not supported on this subresource"));
     }
-    let obj = parse_json(&inc.body)?;
+    let obj = decode_object(inc)?;
     check_type(&t.rt, &t.req.version, &obj)?;
     let created = st.api.create(&t.rt, &t.namespace, obj, &t.write)?;
     Ok(json_response(StatusCode::CREATED, &render(t, &created)))
 }
 
 pub(super) fn update(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<Response> {
-    let obj = parse_json(&inc.body)?;
+    let obj = decode_object(inc)?;
     check_type(&t.rt, &t.req.version, &obj)?;
     let updated = st.api.replace(&t.rt, &t.namespace, &t.name, &t.subresource, obj, &t.write)?;
     Ok(json_response(StatusCode::OK, &render(t, &updated)))
@@ -82,7 +82,8 @@ pub(super) fn update(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<
 
 pub(super) fn patch(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<Response> {
     let ct = inc.content_type.as_str();
-    let patch_type = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+    let patch_type = PatchType::from_content_type(ct)
+        .ok_or_else(|| ApiError::unsupported_media_type(PatchType::accepted(t.rt.builtin)))?;
     let patch_body: Value = if patch_type == PatchType::Apply {
         let text = std::str::from_utf8(&inc.body).map_err(|_| ApiError::bad_request("apply patch is not UTF-8"))?;
         serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?

@@ -24,9 +24,13 @@
 //!   reason suffix (e.g. a binding naming a missing role), since
 //!   [`forbidden_message`] is not given the objects.
 
+mod review;
+
 use std::borrow::{Borrow, Cow};
 
 use serde_json::Value;
+
+pub use review::{rules_for, RulesReview};
 
 const SUPERUSER_GROUP: &str = "system:masters";
 const AUTHENTICATED_GROUP: &str = "system:authenticated";
