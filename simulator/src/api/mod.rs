@@ -2,6 +2,7 @@
 //! Generic: it knows nothing about Harvester; controllers and profiles plug in.
 
 pub mod authn;
+pub mod crds;
 pub mod discovery;
 pub mod error;
 pub mod http;

@@ -31,6 +31,7 @@ pub use body::json_response;
 
 use super::authn::Authenticator;
 use super::error::{ApiError, ApiResult};
+use super::openapi::Documents;
 use super::ops::Api;
 use super::rbac::UserInfo;
 use super::request::{self, ResourceRequest, Route};
@@ -69,12 +70,15 @@ pub struct ServerState {
     pub aggregated: RwLock<HashMap<String, Arc<dyn AggregatedApi>>>,
     pub admin: RwLock<Option<Arc<dyn AdminApi>>>,
     pub max_body_bytes: usize,
+    pub openapi: Documents,
 }
 
 impl ServerState {
     pub fn new(api: Arc<Api>, authn: Arc<Authenticator>, faults: Arc<dyn RequestFaults>, version: Value) -> Self {
         let (watch_epoch, _) = tokio::sync::watch::channel(0u64);
+        let git_version = version.get("gitVersion").and_then(Value::as_str).unwrap_or("unknown").to_string();
         Self {
+            openapi: Documents::new(api.registry.clone(), &git_version),
             api,
             authn,
             faults,

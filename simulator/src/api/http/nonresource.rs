@@ -5,7 +5,6 @@ use http::StatusCode;
 
 use crate::api::discovery;
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::openapi;
 use crate::api::rbac::Attributes;
 use crate::api::request::Route;
 
@@ -31,21 +30,8 @@ pub(super) fn handle(st: &ServerState, inc: &Incoming, route: Route) -> ApiResul
         Route::Groups => discovery::groups(registry),
         Route::Group(g) => discovery::group(registry, &g).ok_or_else(not_found)?,
         Route::GroupVersion { group, version } => registry.resource_list(&group, &version).ok_or_else(not_found)?,
-        Route::OpenApi => openapi_v3(registry, &inc.path).ok_or_else(not_found)?,
+        Route::OpenApi => return st.openapi.serve(&inc.path, &inc.accept).unwrap_or_else(|| Err(not_found())),
         Route::Health | Route::Resource(_) => return Err(not_found()),
     };
     Ok(json_response(StatusCode::OK, &doc))
-}
-
-fn openapi_v3(registry: &crate::api::resources::Registry, path: &str) -> Option<serde_json::Value> {
-    let rest = path.trim_end_matches('/').strip_prefix("/openapi/v3")?;
-    if rest.is_empty() {
-        return Some(openapi::root(registry));
-    }
-    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    match parts.as_slice() {
-        ["api", v] => openapi::group_version(registry, "", v),
-        ["apis", g, v] => openapi::group_version(registry, g, v),
-        _ => None,
-    }
 }
