@@ -507,6 +507,8 @@ async fn error_statuses() {
             assert_eq!(body["kind"], "Status", "{path}: {body}");
             assert_eq!(body["reason"], "NotFound", "{path}: {body}");
             assert_eq!(body["code"], 404);
+            // kubectl prints this as "Error from server (NotFound): the server could not find the requested resource".
+            assert_eq!(body["message"], "the server could not find the requested resource", "{path}");
         }
         // Through kube-rs: get_opt on an unknown resource type is None as well.
         let widgets = dynamic(&s.admin, "example.com", "v1", "Widget", "widgets", Some("default"));
@@ -518,6 +520,7 @@ async fn error_statuses() {
         let (code, body) = raw(&s.admin, Method::POST, "/api/v1/namespaces/default/configmaps", Some(big)).await;
         assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
         assert_eq!(body["reason"], "RequestEntityTooLarge");
+        assert_eq!(body["message"], "Request entity too large: limit is 3145728");
 
         // Invalid PVC (no accessModes) → 422 with the field named.
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(s.admin.clone(), "default");
@@ -530,10 +533,34 @@ async fn error_statuses() {
         assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{err:?}");
         let causes = err.details.as_ref().map(|d| d.causes.clone()).unwrap_or_default();
         assert!(causes.iter().any(|c| c.field == "spec.accessModes"), "{causes:?}");
+        assert_eq!(
+            err.message,
+            "PersistentVolumeClaim \"bad\" is invalid: spec.accessModes: Required value: at least 1 access mode is required"
+        );
+
+        // An invalid name: the apiserver's message, with its example and regular expression.
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
+        let (code, body) = raw(&s.admin, Method::POST, "/api/v1/namespaces/default/configmaps", Some(cm)).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            body["message"],
+            r#"ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"#
+        );
+
+        // A dryRun value other than All: 422 on the request's options.
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dry"}});
+        let (code, body) =
+            raw(&s.admin, Method::POST, "/api/v1/namespaces/default/configmaps?dryRun=Yes", Some(cm)).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            body["message"],
+            r#"CreateOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: []string{"Yes"}: supported values: "All""#
+        );
 
         // Wrong method on a collection → 405; a JSON body that is not an object → 400.
         let (code, body) = raw(&s.admin, Method::PUT, "/api/v1/namespaces/default/configmaps", Some(json!({}))).await;
         assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+        assert_eq!(body["message"], "the server does not allow this method on the requested resource");
         let (code, body) = raw_bytes(
             &s.admin,
             Method::POST,

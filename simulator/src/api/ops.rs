@@ -320,7 +320,7 @@ impl Api {
                     rt.group,
                     rt.kind,
                     name,
-                    vec![Cause::invalid("metadata.resourceVersion", "0x0", "must be specified for an update")],
+                    vec![Cause::invalid_raw("metadata.resourceVersion", "0x0", "must be specified for an update")],
                 ));
             }
             None
@@ -402,14 +402,19 @@ impl Api {
         }
         if meta::is_deleting(old) {
             let before = meta::finalizers(old);
-            if meta::finalizers(&new).iter().any(|f| !before.contains(f)) {
+            let mut added: Vec<String> = meta::finalizers(&new).into_iter().filter(|f| !before.contains(f)).collect();
+            if !added.is_empty() {
+                added.sort();
+                let listed = added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
                 return Err(ApiError::invalid(
                     rt.group,
                     rt.kind,
                     name,
                     vec![Cause::forbidden(
                         "metadata.finalizers",
-                        "no new finalizers can be added if the object is being deleted",
+                        &format!(
+                            "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{listed}}}"
+                        ),
                     )],
                 ));
             }

@@ -21,7 +21,7 @@ pub fn json_response(code: StatusCode, v: &Value) -> Response {
 const MAX_DRAIN_BYTES: usize = 32 * 1024 * 1024;
 
 pub(super) async fn read(mut body: Body, headers: &HeaderMap, limit: usize) -> ApiResult<Bytes> {
-    let too_large = || ApiError::too_large(format!("the request body is larger than the {limit}-byte limit"));
+    let too_large = || ApiError::too_large(format!("Request entity too large: limit is {limit}"));
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     let mut oversized = declared.is_some_and(|len| len > limit);
@@ -78,5 +78,5 @@ pub(super) fn decode_object(inc: &super::Incoming) -> ApiResult<Value> {
 
 pub(super) fn parse_json(body: &Bytes) -> ApiResult<Value> {
     serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("couldn't decode the request body as JSON: {e}")))
+        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))
 }

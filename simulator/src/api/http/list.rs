@@ -31,7 +31,7 @@ pub(super) fn list(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<Re
             .decode(token)
             .ok()
             .and_then(|b| serde_json::from_slice::<ContinueToken>(&b).ok())
-            .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+            .ok_or_else(|| ApiError::bad_request("invalid continue token: continue key is not valid"))?;
         if decoded.rv < st.api.store.oldest_watchable() {
             return Err(ApiError::new(410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
         }

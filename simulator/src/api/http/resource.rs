@@ -3,7 +3,7 @@
 
 use axum::response::Response;
 
-use crate::api::error::{ApiError, ApiResult};
+use crate::api::error::{ApiError, ApiResult, Cause};
 use crate::api::ops::WriteOptions;
 use crate::api::rbac::Attributes;
 use crate::api::request::ResourceRequest;
@@ -40,11 +40,7 @@ fn verb_for(method: &http::Method, has_name: bool, watch: bool) -> ApiResult<&'s
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
         ("DELETE", false) => "deletecollection",
-        (m, _) => {
-            return Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource ({m})"
-            )))
-        }
+        _ => return Err(ApiError::method_not_allowed_here()),
     })
 }
 
@@ -118,8 +114,31 @@ pub(super) async fn handle(st: &ServerState, inc: &Incoming, r: ResourceRequest)
         "patch" => verbs::patch(st, inc, &target),
         "delete" => verbs::delete(st, inc, &target),
         "deletecollection" => verbs::delete_collection(st, inc, &target),
-        other => Err(ApiError::method_not_allowed(format!("verb {other} is not supported"))),
+        _ => Err(ApiError::method_not_allowed_here()),
     }
+}
+
+/// `dryRun`: only `All`, validated like the apiserver's Create/Update/Patch/DeleteOptions.
+fn dry_run(inc: &Incoming) -> ApiResult<bool> {
+    let values: Vec<&str> = inc.query.iter().filter(|(k, _)| k == "dryRun").map(|(_, v)| v.as_str()).collect();
+    let options = match inc.method.as_str() {
+        "POST" => "CreateOptions",
+        "PUT" => "UpdateOptions",
+        "PATCH" => "PatchOptions",
+        "DELETE" => "DeleteOptions",
+        _ => return Ok(false),
+    };
+    if values.iter().all(|v| *v == "All") {
+        return Ok(!values.is_empty());
+    }
+    // Go prints the offending []string as a Go value.
+    let listed = values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ");
+    Err(ApiError::invalid(
+        "meta.k8s.io",
+        options,
+        "",
+        vec![Cause::unsupported_raw("dryRun", &format!("[]string{{{listed}}}"), &["All"])],
+    ))
 }
 
 /// Resolves the served type and checks what the URL and query may ask of it.
@@ -152,18 +171,17 @@ fn target(
     }
     for f in fields.fields() {
         if f != "metadata.name" && f != "metadata.namespace" && !rt.field_selectors.contains(&f) {
-            return Err(ApiError::bad_request(format!("field label not supported: {f}")));
+            // Built-in kinds answer from their field label conversion, CRDs from
+            // their selectable fields; the wording differs.
+            let message = if rt.builtin {
+                format!("field label not supported: {f}")
+            } else {
+                format!("\"{f}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"")
+            };
+            return Err(ApiError::bad_request(message));
         }
     }
-    let dry_run = match inc.param("dryRun") {
-        None | Some("") => false,
-        Some("All") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
-            )))
-        }
-    };
+    let dry_run = dry_run(inc)?;
     Ok(Target {
         namespace: r.namespace.clone().unwrap_or_default(),
         name: r.name.clone().unwrap_or_default(),

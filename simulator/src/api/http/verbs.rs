@@ -65,7 +65,7 @@ pub(super) fn watch(st: &ServerState, inc: &Incoming, t: Target) -> ApiResult<Re
 
 pub(super) fn create(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<Response> {
     if !t.subresource.is_empty() {
-        return Err(ApiError::method_not_allowed("create is not supported on this subresource"));
+        return Err(ApiError::method_not_allowed_here());
     }
     let obj = decode_object(inc)?;
     check_type(&t.rt, &t.req.version, &obj)?;
