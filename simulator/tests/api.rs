@@ -826,3 +826,99 @@ async fn self_subject_rules_review_lists_the_profile_rules() {
     })
     .await
 }
+
+/// Sends a JSON body and returns the status, the Warning headers and the body.
+async fn send_json(
+    client: &kube::Client,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: Value,
+) -> (StatusCode, Vec<String>, Value) {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(kube::client::Body::from(body.to_string().into_bytes()))
+        .expect("building request");
+    let resp = client.send(req).await.expect("sending request");
+    let status = resp.status();
+    let warnings = resp.headers().get_all("warning").iter().map(|v| v.to_str().unwrap_or("").to_string()).collect();
+    let bytes = resp.into_body().collect().await.expect("reading body").to_bytes();
+    (status, warnings, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// `fieldValidation`: Strict refuses undeclared fields, Warn (the default) answers with warnings, Ignore says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_validation_strict_warn_and_ignore() {
+    bounded(60, async {
+        let s = common::start(Options::default()).await;
+        let cms = "/api/v1/namespaces/default/configmaps";
+        let body = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "nam": "x"},
+                                      "data": {"k": "v"}, "extra": 1});
+        let (code, _, status) =
+            send_json(&s.admin, Method::POST, &format!("{cms}?fieldValidation=Strict"), "application/json", body("strict")).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+        assert_eq!(
+            status["message"],
+            r#"ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "extra", unknown field "metadata.nam""#
+        );
+        let (code, _, _) = send_json(&s.admin, Method::GET, &format!("{cms}/strict"), "application/json", Value::Null).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "a refused create stores nothing");
+
+        let (code, warnings, _) = send_json(&s.admin, Method::POST, cms, "application/json", body("warned")).await;
+        assert_eq!(code, StatusCode::CREATED);
+        assert_eq!(warnings, [r#"299 - "unknown field \"extra\"""#, r#"299 - "unknown field \"metadata.nam\"""#]);
+
+        let (code, warnings, _) =
+            send_json(&s.admin, Method::POST, &format!("{cms}?fieldValidation=Ignore"), "application/json", body("ignored")).await;
+        assert_eq!((code, warnings.len()), (StatusCode::CREATED, 0));
+
+        // A merge patch is checked as a partial object; a CRD by its schema.
+        let (code, _, status) = send_json(
+            &s.admin,
+            Method::PATCH,
+            &format!("{cms}/warned?fieldValidation=Strict"),
+            "application/merge-patch+json",
+            json!({"data": {"k2": "v"}, "dta": {}}),
+        )
+        .await;
+        assert_eq!((code, status["message"].clone()), (StatusCode::BAD_REQUEST, json!(r#"strict decoding error: unknown field "dta""#)));
+        let setting = json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Setting", "metadata": {"name": "x"}, "value": "1", "vaule": "2"});
+        let (code, _, status) = send_json(
+            &s.admin,
+            Method::POST,
+            "/apis/harvesterhci.io/v1beta1/settings?fieldValidation=Strict",
+            "application/json",
+            setting,
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+        assert!(status["message"].as_str().is_some_and(|m| m.ends_with(r#"unknown field "vaule""#)), "{status}");
+
+        // Fields a real VM may carry beyond what the simulator models are kept, never refused.
+        let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm-x", "namespace": "default"},
+                        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}, "clock": {"utc": {}}},
+                                 "priorityClassName": "high"}}}});
+        let (code, warnings, status) = send_json(
+            &s.admin,
+            Method::POST,
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachines?fieldValidation=Strict",
+            "application/json",
+            vm,
+        )
+        .await;
+        assert_eq!((code, warnings.len()), (StatusCode::CREATED, 0), "{status}");
+
+        let (code, _, status) =
+            send_json(&s.admin, Method::POST, &format!("{cms}?fieldValidation=Loose"), "application/json", body("loose")).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            status["message"],
+            r#"CreateOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: "Loose": supported values: "", "Ignore", "Strict", "Warn""#
+        );
+        s.shutdown().await;
+    })
+    .await
+}

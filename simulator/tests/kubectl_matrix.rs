@@ -134,6 +134,16 @@ impl Outcome {
         }
     }
 
+    /// Records a step that must fail, with `check` holding on its stderr.
+    fn expect_failure(&mut self, step: &str, run: &Run, check: impl FnOnce(&str) -> bool) {
+        self.steps += 1;
+        if run.ok {
+            self.failures.push(format!("{step}: succeeded:\n{}", run.stdout.trim()));
+        } else if !check(&run.stderr) {
+            self.failures.push(format!("{step}: unexpected error:\n{}", run.stderr.trim()));
+        }
+    }
+
     /// Records a step whose answer is yes (exit 0) or no (exit 1), as `auth can-i` gives it.
     fn expect_answer(&mut self, step: &str, run: &Run, yes: bool) {
         self.steps += 1;
@@ -239,6 +249,23 @@ async fn cell(k: &Kubectl, profile: &profiles::Profile) -> Outcome {
         s.contains("name: claim") && s.contains("storageClassName: harvester-longhorn")
     });
     o.expect("get vm (table)", &k.admin(&["get", "vm", "-A"]).await, |s| s.contains("guest-1"));
+    // kubectl leaves validation to the server (fieldValidation=Strict): a typo is refused.
+    let typo =
+        k.file("typo.yaml", &pvc(ns, "typo").replace("claim", "typo").replace("storageClassName", "storageClass"));
+    o.expect_failure("create -f with an unknown field", &k.admin(&["create", "-f", &typo]).await, |e| {
+        e.contains(r#"strict decoding error: unknown field "spec.storageClass""#)
+    });
+    // A typed create: kubectl ≥ 1.32 sends it as protobuf.
+    o.expect(
+        "create secret generic",
+        &k.admin(&["create", "secret", "generic", "typed", "-n", ns, "--from-literal=key=value"]).await,
+        |s| s.contains("secret/typed created"),
+    );
+    o.expect(
+        "typed secret data",
+        &k.admin(&["get", "secret", "typed", "-n", ns, "-o", "jsonpath={.data.key}"]).await,
+        |s| s == "dmFsdWU=",
+    );
     o.expect(
         "wait pvc Bound",
         &k.admin(&["wait", "--for=jsonpath={.status.phase}=Bound", "pvc/claim", "-n", ns, "--timeout=30s"]).await,

@@ -2,7 +2,7 @@
 //! NetworkFilesystem (networkfs-manager) and the remote backup and restore
 //! kinds of v1.8.
 
-use super::{boolean, conditions, enumeration, free_form, object, object_req, string, Fields};
+use super::{boolean, conditions, enumeration, free_form, object, object_req, open, string, Fields};
 
 pub(super) fn setting() -> (Fields, &'static str) {
     let status =
@@ -25,7 +25,7 @@ pub(super) fn setting() -> (Fields, &'static str) {
 const NFS_STATES: &[&str] = &["Enabled", "Enabling", "Disabled", "Disabling", "Unknown"];
 
 pub(super) fn network_filesystem() -> (Fields, &'static str) {
-    let spec = object_req(
+    let spec = open(object_req(
         "Which volume to export and whether.",
         vec![
             (
@@ -37,8 +37,8 @@ pub(super) fn network_filesystem() -> (Fields, &'static str) {
             ("provisioner", string("Storage provisioner of the volume, e.g. Longhorn.")),
         ],
         &["networkFSName"],
-    );
-    let status = object(
+    ));
+    let status = open(object(
         "The observed state of the export.",
         vec![
             ("state", enumeration("Where the export is in its lifecycle.", NFS_STATES)),
@@ -51,7 +51,7 @@ pub(super) fn network_filesystem() -> (Fields, &'static str) {
             ("mountOpts", string("Mount options, from the PersistentVolume's nfsOptions.")),
             ("conditions", conditions("Conditions (Ready, NotReady, EndpointChanged).")),
         ],
-    );
+    ));
     (
         Fields { properties: vec![("spec", spec), ("status", status)], required: vec!["spec"] },
         "NetworkFilesystem turns the NFS export of an rwx Longhorn volume on and off and reports its endpoint.",
@@ -59,15 +59,15 @@ pub(super) fn network_filesystem() -> (Fields, &'static str) {
 }
 
 pub(super) fn volume_remote_backup() -> (Fields, &'static str) {
-    let spec = object_req(
+    let spec = open(object_req(
         "What to back up.",
         vec![
             ("type", enumeration("The storage the backup is taken from: lh for Longhorn.", &["lh"])),
             ("source", string("Name of the PersistentVolumeClaim to back up, in the same namespace.")),
         ],
         &["source"],
-    );
-    let status = object(
+    ));
+    let status = open(object(
         "The result of the backup.",
         vec![
             ("success", boolean("Whether the backup is complete.")),
@@ -75,7 +75,7 @@ pub(super) fn volume_remote_backup() -> (Fields, &'static str) {
             ("backupTarget", string("Where the backup is stored.")),
             ("sourceSpec", free_form("The spec of the claim that was backed up, to restore it with.")),
         ],
-    );
+    ));
     (
         Fields { properties: vec![("spec", spec), ("status", status)], required: vec!["spec"] },
         "VolumeRemoteBackup backs a volume up to the backup target.",
@@ -83,22 +83,22 @@ pub(super) fn volume_remote_backup() -> (Fields, &'static str) {
 }
 
 pub(super) fn volume_remote_restore() -> (Fields, &'static str) {
-    let spec = object_req(
+    let spec = open(object_req(
         "Which backup to restore.",
         vec![
             ("type", enumeration("The storage the backup was taken from: lh for Longhorn.", &["lh"])),
             ("from", string("The VolumeRemoteBackup to restore, as namespace/name.")),
         ],
         &["from"],
-    );
-    let status = object(
+    ));
+    let status = open(object(
         "The result of the restore.",
         vec![
             ("success", boolean("Whether the restored claim is bound.")),
             ("error", string("Why the restore failed, when it did.")),
             ("restoredVolume", string("Name of the restored PersistentVolumeClaim (the restore's own name).")),
         ],
-    );
+    ));
     (
         Fields { properties: vec![("spec", spec), ("status", status)], required: vec!["spec"] },
         "VolumeRemoteRestore restores a remote backup into a new PersistentVolumeClaim of the same name.",

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::{
     array, boolean, conditions, date_time, enumeration, free_form, int64, int_or_string, integer, map_of, object,
-    object_req, string, strings, Fields,
+    object_req, open, string, strings, Fields,
 };
 
 const BUSES: &[&str] = &["virtio", "sata", "scsi", "usb"];
@@ -21,7 +21,7 @@ fn disk_target(what: &str, extra: Vec<(&'static str, Value)>) -> Value {
 }
 
 fn disk() -> Value {
-    object_req(
+    open(object_req(
         "A disk, lun or cdrom device the guest sees, backed by the volume of the same name.",
         vec![
             ("name", string("Name of the device; it must match the name of a volume.")),
@@ -60,7 +60,7 @@ fn disk() -> Value {
             ("blockSize", free_form("Logical and physical block size of the disk (custom sizes or matchVolume).")),
         ],
         &["name"],
-    )
+    ))
 }
 
 fn claim_source(what: &str) -> Value {
@@ -96,7 +96,7 @@ fn cloud_init(what: &str) -> Value {
 }
 
 fn volume() -> Value {
-    object_req(
+    open(object_req(
         "A volume: the storage behind the disk of the same name. Exactly one source is set.",
         vec![
             ("name", string("Name of the volume; a disk of the same name attaches it.")),
@@ -196,7 +196,7 @@ fn volume() -> Value {
             ("sysprep", free_form("A Sysprep answer file for Windows guests, from a ConfigMap or Secret.")),
         ],
         &["name"],
-    )
+    ))
 }
 
 fn resource_list(what: &str) -> Value {
@@ -204,17 +204,17 @@ fn resource_list(what: &str) -> Value {
 }
 
 fn vmi_spec(what: &str) -> Value {
-    object_req(
+    open(object_req(
         what,
         vec![
             (
                 "domain",
-                object_req(
+                open(object_req(
                     "The virtual hardware of the guest.",
                     vec![
                         (
                             "devices",
-                            object(
+                            open(object(
                                 "Devices of the guest.",
                                 vec![
                                     ("disks", array("Disks, LUNs and cdroms; each names a volume.", disk())),
@@ -231,7 +231,7 @@ fn vmi_spec(what: &str) -> Value {
                                         boolean("Whether a serial console is attached by default."),
                                     ),
                                 ],
-                            ),
+                            )),
                         ),
                         (
                             "resources",
@@ -245,7 +245,7 @@ fn vmi_spec(what: &str) -> Value {
                         ),
                         (
                             "cpu",
-                            object(
+                            open(object(
                                 "CPU topology and model of the guest.",
                                 vec![
                                     ("cores", integer("Cores per socket.")),
@@ -253,22 +253,25 @@ fn vmi_spec(what: &str) -> Value {
                                     ("threads", integer("Threads per core.")),
                                     ("model", string("CPU model, or host-model / host-passthrough.")),
                                 ],
-                            ),
+                            )),
                         ),
                         (
                             "memory",
-                            object("Memory of the guest.", vec![("guest", int_or_string("Memory the guest sees."))]),
+                            open(object(
+                                "Memory of the guest.",
+                                vec![("guest", int_or_string("Memory the guest sees."))],
+                            )),
                         ),
                         (
                             "firmware",
-                            object(
+                            open(object(
                                 "Firmware of the guest.",
                                 vec![
                                     ("uuid", string("The SMBIOS system UUID the guest reads (product_uuid).")),
                                     ("serial", string("The SMBIOS system serial number.")),
                                     ("bootloader", free_form("BIOS or EFI boot settings.")),
                                 ],
-                            ),
+                            )),
                         ),
                         (
                             "machine",
@@ -280,7 +283,7 @@ fn vmi_spec(what: &str) -> Value {
                         ("features", free_form("Hypervisor features exposed to the guest (acpi, smm, hyperv...).")),
                     ],
                     &["devices"],
-                ),
+                )),
             ),
             ("volumes", array("Volumes that disks of the domain attach.", volume())),
             ("networks", array("Networks the interfaces connect to.", free_form("A pod or Multus network."))),
@@ -305,7 +308,7 @@ fn vmi_spec(what: &str) -> Value {
             ("livenessProbe", free_form("Probe that decides when the VMI is restarted.")),
         ],
         &["domain"],
-    )
+    ))
 }
 
 fn volume_phase() -> Value {
@@ -359,7 +362,7 @@ fn add_volume_options() -> Value {
 }
 
 pub(super) fn virtual_machine() -> (Fields, &'static str) {
-    let spec = object_req(
+    let spec = open(object_req(
         "The desired state of the VM: whether it runs and the template of its instances.",
         vec![
             ("running", boolean("Deprecated in favour of runStrategy: whether the VM should run.")),
@@ -386,8 +389,8 @@ pub(super) fn virtual_machine() -> (Fields, &'static str) {
             ("preference", free_form("A reference to a preference that supplies defaults.")),
         ],
         &["template"],
-    );
-    let status = object(
+    ));
+    let status = open(object(
         "The observed state of the VM.",
         vec![
             ("created", boolean("Whether an instance exists.")),
@@ -461,7 +464,7 @@ pub(super) fn virtual_machine() -> (Fields, &'static str) {
             ("observedGeneration", int64("The generation the status reflects.")),
             ("desiredGeneration", int64("The generation of the VM spec.")),
         ],
-    );
+    ));
     (
         Fields { properties: vec![("spec", spec), ("status", status)], required: vec!["spec"] },
         "VirtualMachine handles the VirtualMachineInstances of one VM: it starts and stops them from its template and carries hot-plugged volumes across restarts.",
@@ -469,7 +472,7 @@ pub(super) fn virtual_machine() -> (Fields, &'static str) {
 }
 
 pub(super) fn virtual_machine_instance() -> (Fields, &'static str) {
-    let volume_status = object_req(
+    let volume_status = open(object_req(
         "The state of one volume of the VMI, hot-plugged or not.",
         vec![
             ("name", string("Name of the volume.")),
@@ -507,8 +510,8 @@ pub(super) fn virtual_machine_instance() -> (Fields, &'static str) {
             ("containerDiskVolume", free_form("Details of a container disk volume.")),
         ],
         &["name", "target"],
-    );
-    let status = object(
+    ));
+    let status = open(object(
         "The observed state of the VMI.",
         vec![
             (
@@ -569,7 +572,7 @@ pub(super) fn virtual_machine_instance() -> (Fields, &'static str) {
             ),
             ("created", date_time("Unused; kept for compatibility.")),
         ],
-    );
+    ));
     (
         Fields {
             properties: vec![("spec", vmi_spec("The specification of the running guest.")), ("status", status)],

@@ -1,7 +1,7 @@
 //! `longhorn.io/v1beta2` Volume, VolumeAttachment and ShareManager
 //! (longhorn k8s/pkg/apis/longhorn/v1beta2).
 
-use super::{array, boolean, conditions, enumeration, int64, integer, map_of, object, string, strings, Fields};
+use super::{array, boolean, conditions, enumeration, int64, integer, map_of, object, open, string, strings, Fields};
 
 /// Longhorn encodes int64 sizes as JSON strings.
 fn size_string(description: &str) -> serde_json::Value {
@@ -9,7 +9,7 @@ fn size_string(description: &str) -> serde_json::Value {
 }
 
 pub(super) fn volume() -> (Fields, &'static str) {
-    let spec = object(
+    let spec = open(object(
         "The desired state of the volume.",
         vec![
             ("size", size_string("Size in bytes, as a string.")),
@@ -61,8 +61,8 @@ pub(super) fn volume() -> (Fields, &'static str) {
             ("lastAttachedBy", string("Who attached the volume last.")),
             ("Standby", boolean("Whether the volume is a disaster-recovery standby (the JSON key is capitalised).")),
         ],
-    );
-    let status = object(
+    ));
+    let status = open(object(
         "The observed state of the volume.",
         vec![
             (
@@ -123,7 +123,7 @@ pub(super) fn volume() -> (Fields, &'static str) {
                 ),
             ),
         ],
-    );
+    ));
     (
         Fields { properties: vec![("spec", spec), ("status", status)], required: vec![] },
         "Volume is a Longhorn volume: replicated block storage that backs a PersistentVolume.",
@@ -153,14 +153,14 @@ pub(super) fn volume_attachment() -> (Fields, &'static str) {
             ("generation", int64("Generation of the ticket the status reflects.")),
         ],
     );
-    let spec = object(
+    let spec = open(object(
         "Attachment requests for one volume.",
         vec![("volume", string("Name of the volume.")), ("attachmentTickets", map_of("Tickets by ID.", ticket))],
-    );
-    let status = object(
+    ));
+    let status = open(object(
         "Which tickets are satisfied.",
         vec![("attachmentTicketStatuses", map_of("Ticket statuses by ID.", ticket_status))],
-    );
+    ));
     (
         Fields { properties: vec![("spec", spec), ("status", status)], required: vec![] },
         "VolumeAttachment collects who wants a Longhorn volume attached and where; it has the volume's name.",
@@ -168,8 +168,8 @@ pub(super) fn volume_attachment() -> (Fields, &'static str) {
 }
 
 pub(super) fn share_manager() -> (Fields, &'static str) {
-    let spec = object("The share manager of one rwx volume.", vec![("image", string("Share manager image."))]);
-    let status = object(
+    let spec = open(object("The share manager of one rwx volume.", vec![("image", string("Share manager image."))]));
+    let status = open(object(
         "The observed state of the NFS export.",
         vec![
             (
@@ -183,7 +183,7 @@ pub(super) fn share_manager() -> (Fields, &'static str) {
             ("currentImage", string("Image in use.")),
             ("endpoint", string("nfs://<address>/<volume> while running, else empty.")),
         ],
-    );
+    ));
     (
         Fields { properties: vec![("spec", spec), ("status", status)], required: vec![] },
         "ShareManager exports an rwx Longhorn volume over NFS; it has the volume's name.",

@@ -4,7 +4,9 @@
 //! the fields the CSI driver, the simulator's controllers and users touch.
 //! Objects whose content the simulator never looks into keep
 //! `x-kubernetes-preserve-unknown-fields`, as a CRD would for a free-form
-//! field, so nothing valid is rejected by client-side validation.
+//! field; objects the real CRD gives more fields than written here keep it
+//! next to their known properties ([`open`]). Either way strict field
+//! validation never refuses a manifest the real CRD accepts.
 //!
 //! Schemas use `#/definitions/…` references (OpenAPI v2 form) for the one
 //! built-in type they name, `ObjectMeta`; the v3 documents rewrite them.
@@ -119,6 +121,12 @@ pub(crate) fn object_req(description: &str, properties: Vec<(&str, Value)>, requ
     let mut o = object(description, properties);
     o["required"] = json!(required);
     o
+}
+
+/// An object whose real CRD has more fields than written here: unknown ones are kept.
+pub(crate) fn open(mut schema: Value) -> Value {
+    schema["x-kubernetes-preserve-unknown-fields"] = json!(true);
+    schema
 }
 
 /// A free-form object the simulator does not look into.

@@ -62,7 +62,7 @@ pub(super) fn decode_object(inc: &super::Incoming) -> ApiResult<Value> {
     let media_type = inc.content_type.split(';').next().unwrap_or("").trim();
     match media_type {
         "" | "application/json" => parse_json(&inc.body),
-        protobuf::MEDIA_TYPE => match protobuf::decode_review(&inc.body) {
+        protobuf::MEDIA_TYPE => match protobuf::decode(&inc.body) {
             Ok(v) => Ok(v),
             Err(protobuf::ProtobufError::Unsupported(_)) => Err(ApiError::unsupported_media_type(OBJECT_MEDIA_TYPES)),
             Err(e) => Err(ApiError::bad_request(e.to_string())),

@@ -14,6 +14,14 @@ use crate::api::table;
 use super::authz::authorize;
 use super::{list, reviews, verbs, Incoming, ServerState};
 
+/// What a write does with fields the schema does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
 /// What the verb handlers act on.
 pub(super) struct Target {
     pub rt: ResourceType,
@@ -28,6 +36,7 @@ pub(super) struct Target {
     /// The client asked for a `meta.k8s.io` Table (kubectl get).
     pub as_table: bool,
     pub include_object: String,
+    pub field_validation: FieldValidation,
 }
 
 fn verb_for(method: &http::Method, has_name: bool, watch: bool) -> ApiResult<&'static str> {
@@ -118,16 +127,42 @@ pub(super) async fn handle(st: &ServerState, inc: &Incoming, r: ResourceRequest)
     }
 }
 
+/// The options kind the apiserver validates a write's query against.
+fn options_kind(method: &http::Method) -> Option<&'static str> {
+    match method.as_str() {
+        "POST" => Some("CreateOptions"),
+        "PUT" => Some("UpdateOptions"),
+        "PATCH" => Some("PatchOptions"),
+        "DELETE" => Some("DeleteOptions"),
+        _ => None,
+    }
+}
+
+/// `fieldValidation`: absent means `Warn`, as the apiserver defaults it.
+fn field_validation(inc: &Incoming) -> ApiResult<FieldValidation> {
+    let value = inc.param("fieldValidation").unwrap_or("");
+    Ok(match value {
+        "" | "Warn" => FieldValidation::Warn,
+        "Ignore" => FieldValidation::Ignore,
+        "Strict" => FieldValidation::Strict,
+        other => {
+            let Some(options) = options_kind(&inc.method).filter(|o| *o != "DeleteOptions") else {
+                return Ok(FieldValidation::Warn);
+            };
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                options,
+                "",
+                vec![Cause::unsupported("fieldValidation", other, &["", "Ignore", "Strict", "Warn"])],
+            ));
+        }
+    })
+}
+
 /// `dryRun`: only `All`, validated like the apiserver's Create/Update/Patch/DeleteOptions.
 fn dry_run(inc: &Incoming) -> ApiResult<bool> {
     let values: Vec<&str> = inc.query.iter().filter(|(k, _)| k == "dryRun").map(|(_, v)| v.as_str()).collect();
-    let options = match inc.method.as_str() {
-        "POST" => "CreateOptions",
-        "PUT" => "UpdateOptions",
-        "PATCH" => "PatchOptions",
-        "DELETE" => "DeleteOptions",
-        _ => return Ok(false),
-    };
+    let Some(options) = options_kind(&inc.method) else { return Ok(false) };
     if values.iter().all(|v| *v == "All") {
         return Ok(!values.is_empty());
     }
@@ -182,6 +217,7 @@ fn target(
         }
     }
     let dry_run = dry_run(inc)?;
+    let field_validation = field_validation(inc)?;
     Ok(Target {
         namespace: r.namespace.clone().unwrap_or_default(),
         name: r.name.clone().unwrap_or_default(),
@@ -198,5 +234,6 @@ fn target(
         },
         as_table: table::wants_table(&inc.accept),
         include_object: inc.param("includeObject").unwrap_or("Metadata").to_string(),
+        field_validation,
     })
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{header, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -18,7 +18,7 @@ use crate::api::resources::ResourceType;
 use crate::api::{table, watch};
 
 use super::body::{decode_object, json_response, parse_json};
-use super::resource::Target;
+use super::resource::{FieldValidation, Target};
 use super::{Incoming, ServerState};
 
 /// An object as the client asked for it: a one-row Table or the object in the requested version.
@@ -63,21 +63,55 @@ pub(super) fn watch(st: &ServerState, inc: &Incoming, t: Target) -> ApiResult<Re
         .unwrap_or_else(|_| ApiError::internal("building watch response").into_response()))
 }
 
+/// Server-side field validation of a body (`fieldValidation`: `Strict`
+/// refuses unknown fields with the apiserver's strict decoding error, `Warn`,
+/// the default, answers with a warning per field, `Ignore` says nothing).
+/// Returns the warnings to send.
+fn validate_fields(st: &ServerState, t: &Target, body: &Value, decoding: bool) -> ApiResult<Vec<String>> {
+    if t.field_validation == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let unknown = st.openapi.unknown_fields(t.rt.group, &t.req.version, t.rt.kind, body)?;
+    let unknown: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+    if unknown.is_empty() || t.field_validation == FieldValidation::Warn {
+        return Ok(unknown);
+    }
+    let strict = format!("strict decoding error: {}", unknown.join(", "));
+    // Decoding a whole object (create, update) names the kind, as the apiserver's transformDecodeError does.
+    Err(ApiError::bad_request(if decoding {
+        format!("{} in version {:?} cannot be handled as a {}: {strict}", t.rt.kind, t.req.version, t.rt.kind)
+    } else {
+        strict
+    }))
+}
+
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        // RFC 7234 warn-code 299, agent "-", the text quoted.
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {w:?}")) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    response
+}
+
 pub(super) fn create(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<Response> {
     if !t.subresource.is_empty() {
         return Err(ApiError::method_not_allowed_here());
     }
     let obj = decode_object(inc)?;
     check_type(&t.rt, &t.req.version, &obj)?;
+    let warnings = validate_fields(st, t, &obj, true)?;
     let created = st.api.create(&t.rt, &t.namespace, obj, &t.write)?;
-    Ok(json_response(StatusCode::CREATED, &render(t, &created)))
+    Ok(with_warnings(json_response(StatusCode::CREATED, &render(t, &created)), &warnings))
 }
 
 pub(super) fn update(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<Response> {
     let obj = decode_object(inc)?;
     check_type(&t.rt, &t.req.version, &obj)?;
+    let warnings = validate_fields(st, t, &obj, true)?;
     let updated = st.api.replace(&t.rt, &t.namespace, &t.name, &t.subresource, obj, &t.write)?;
-    Ok(json_response(StatusCode::OK, &render(t, &updated)))
+    Ok(with_warnings(json_response(StatusCode::OK, &render(t, &updated)), &warnings))
 }
 
 pub(super) fn patch(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<Response> {
@@ -90,8 +124,14 @@ pub(super) fn patch(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<R
     } else {
         parse_json(&inc.body)?
     };
+    // Merge and strategic patches are partial objects; JSON patches and apply
+    // configurations are not checked here.
+    let warnings = match patch_type {
+        PatchType::Merge | PatchType::Strategic => validate_fields(st, t, &patch_body, false)?,
+        PatchType::Json | PatchType::Apply => Vec::new(),
+    };
     let patched = st.api.patch(&t.rt, &t.namespace, &t.name, &t.subresource, patch_type, &patch_body, &t.write)?;
-    Ok(json_response(StatusCode::OK, &render(t, &patched)))
+    Ok(with_warnings(json_response(StatusCode::OK, &render(t, &patched)), &warnings))
 }
 
 pub(super) fn delete(st: &ServerState, inc: &Incoming, t: &Target) -> ApiResult<Response> {

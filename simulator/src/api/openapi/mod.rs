@@ -12,6 +12,7 @@ mod builtin;
 mod definitions;
 mod gnostic;
 mod paths;
+mod unknown;
 mod v2;
 mod v3;
 
@@ -29,8 +30,9 @@ use super::resources::Registry;
 pub use definitions::DefinitionError;
 pub use gnostic::{ConvertError, CONTENT_TYPE as V2_PROTOBUF_CONTENT_TYPE, MEDIA_TYPE as V2_PROTOBUF};
 
-/// The rendered documents, as served.
+/// The rendered documents, as served, and the definitions they came from.
 struct Rendered {
+    definitions: definitions::Definitions,
     v2_json: Vec<u8>,
     v2_protobuf: Vec<u8>,
     v3_root: Vec<u8>,
@@ -83,7 +85,13 @@ impl Documents {
             index.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", hash(&bytes))}));
             v3.insert(key, bytes);
         }
-        Ok(Rendered { v2_json: to_vec(&v2_doc), v2_protobuf, v3_root: to_vec(&json!({"paths": index})), v3 })
+        Ok(Rendered {
+            v2_json: to_vec(&v2_doc),
+            v2_protobuf,
+            v3_root: to_vec(&json!({"paths": index})),
+            v3,
+            definitions: defs,
+        })
     }
 
     fn rendered(&self) -> Result<&Rendered, ApiError> {
@@ -91,6 +99,21 @@ impl Documents {
             .get_or_init(|| self.render().map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| ApiError::internal(format!("building the OpenAPI documents: {e}")))
+    }
+
+    /// The fields of `obj` (an object of the kind, or a merge patch of one) that
+    /// the kind's schema does not declare, as paths (`spec.foo`).
+    pub fn unknown_fields(&self, group: &str, version: &str, kind: &str, obj: &Value) -> Result<Vec<String>, ApiError> {
+        let r = self.rendered()?;
+        let defs = &r.definitions;
+        // Every served kind has a definition (building the documents fails otherwise).
+        let schema = defs
+            .kinds
+            .iter()
+            .find(|k| k.group == group && k.version == version && k.kind == kind)
+            .and_then(|k| defs.schemas.get(&k.definition))
+            .ok_or_else(|| ApiError::internal(format!("no schema for {group}/{version} {kind}")))?;
+        Ok(unknown::unknown_fields(obj, schema, &defs.schemas))
     }
 
     /// The response for an `/openapi/...` path; `None` for paths that do not exist.
