@@ -9,7 +9,7 @@ use crate::api::error::{ApiError, ApiResult};
 use crate::api::{meta, table};
 
 use super::body::json_response;
-use super::resource::Target;
+use super::target::Target;
 use super::{Incoming, ServerState};
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -4,8 +4,8 @@
 //! This file only reads a request into an [`Incoming`] and routes it; each job
 //! has its own file: the body and JSON helpers (`body`), authorization
 //! (`authz`), the non-resource endpoints (`nonresource`), the access reviews
-//! (`reviews`), resource requests up to the verb (`resource`), the verbs
-//! (`verbs`) and paged lists (`list`).
+//! (`reviews`), resource requests up to the verb (`resource`), what a verb
+//! acts on (`target`), the verbs (`verbs`) and paged lists (`list`).
 
 mod authz;
 mod body;
@@ -13,6 +13,7 @@ mod list;
 mod nonresource;
 mod resource;
 mod reviews;
+mod target;
 mod verbs;
 
 use std::collections::HashMap;

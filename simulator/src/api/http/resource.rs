@@ -7,37 +7,13 @@ use crate::api::error::{ApiError, ApiResult, Cause};
 use crate::api::ops::WriteOptions;
 use crate::api::rbac::Attributes;
 use crate::api::request::ResourceRequest;
-use crate::api::resources::{ResourceType, AUTHORIZATION_GROUP, KUBEVIRT_SUBRESOURCES_GROUP};
+use crate::api::resources::{AUTHORIZATION_GROUP, KUBEVIRT_SUBRESOURCES_GROUP};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::table;
 
 use super::authz::authorize;
+use super::target::{FieldValidation, Target};
 use super::{list, reviews, verbs, Incoming, ServerState};
-
-/// What a write does with fields the schema does not declare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum FieldValidation {
-    Ignore,
-    Warn,
-    Strict,
-}
-
-/// What the verb handlers act on.
-pub(super) struct Target {
-    pub rt: ResourceType,
-    pub req: ResourceRequest,
-    pub namespace: String,
-    pub name: String,
-    /// `""` or `status`.
-    pub subresource: String,
-    pub labels: LabelSelector,
-    pub fields: FieldSelector,
-    pub write: WriteOptions,
-    /// The client asked for a `meta.k8s.io` Table (kubectl get).
-    pub as_table: bool,
-    pub include_object: String,
-    pub field_validation: FieldValidation,
-}
 
 fn verb_for(method: &http::Method, has_name: bool, watch: bool) -> ApiResult<&'static str> {
     Ok(match (method.as_str(), has_name) {

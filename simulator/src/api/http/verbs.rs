@@ -18,7 +18,7 @@ use crate::api::resources::ResourceType;
 use crate::api::{table, watch};
 
 use super::body::{decode_object, json_response, parse_json};
-use super::resource::{FieldValidation, Target};
+use super::target::{FieldValidation, Target};
 use super::{Incoming, ServerState};
 
 /// An object as the client asked for it: a one-row Table or the object in the requested version.
