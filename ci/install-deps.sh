@@ -21,7 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if ! command -v kubectl >/dev/null 2>&1; then
-  echo "kubectl is not installed; the kubectl smoke test will fail" >&2
+  echo "kubectl is not installed; the kubectl tests of the simulator will fail" >&2
 fi
 
 if command -v rustup >/dev/null 2>&1; then
