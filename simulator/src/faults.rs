@@ -8,6 +8,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::api::error::ApiError;
+use crate::api::http::RequestFaults;
 
 fn star() -> String {
     "*".into()
@@ -144,7 +145,15 @@ impl Faults {
         *self.spec.write().unwrap_or_else(|p| p.into_inner()) = spec;
     }
 
-    pub fn latency_for(&self, verb: &str, group: &str, resource: &str) -> Duration {
+    pub fn stuck_phase(&self, volume: &str) -> Option<String> {
+        let spec = self.spec.read().unwrap_or_else(|p| p.into_inner());
+        spec.stuck_hotplug.iter().find(|s| s.volume == "*" || s.volume == volume).map(|s| s.phase.clone())
+    }
+}
+
+/// What the API server consults on every resource request.
+impl RequestFaults for Faults {
+    fn latency_for(&self, verb: &str, group: &str, resource: &str) -> Duration {
         let spec = self.spec.read().unwrap_or_else(|p| p.into_inner());
         let ms: u64 = spec
             .latency
@@ -156,7 +165,7 @@ impl Faults {
     }
 
     /// An injected failure for this request, if the dice say so.
-    pub fn error_for(&self, verb: &str, group: &str, resource: &str) -> Option<ApiError> {
+    fn error_for(&self, verb: &str, group: &str, resource: &str) -> Option<ApiError> {
         let mut spec = self.spec.write().unwrap_or_else(|p| p.into_inner());
         let mut rng = rand::rng();
         for e in spec.errors.iter_mut() {
@@ -172,11 +181,6 @@ impl Faults {
             }
         }
         None
-    }
-
-    pub fn stuck_phase(&self, volume: &str) -> Option<String> {
-        let spec = self.spec.read().unwrap_or_else(|p| p.into_inner());
-        spec.stuck_hotplug.iter().find(|s| s.volume == "*" || s.volume == volume).map(|s| s.phase.clone())
     }
 }
 

@@ -5,7 +5,6 @@
 
 pub mod admin;
 pub mod api;
-pub mod auth;
 pub mod controllers;
 pub mod devices;
 pub mod faults;

@@ -1,4 +1,5 @@
-//! `harvester-sim`: serve a simulated Harvester host, or change faults of a running one.
+//! `harvester-sim`: serve a simulated Harvester host or a plain guest-cluster API,
+//! or change faults of a running host.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use harvester_simulator::devices::DeviceMode;
 use harvester_simulator::faults::FaultSpec;
+use harvester_simulator::guest::GuestCluster;
 use harvester_simulator::sim::{ADMIN_KUBECONFIG, CLOUD_CONFIG};
 use harvester_simulator::{SimConfig, Simulator};
 
@@ -42,6 +44,19 @@ enum Command {
         world: Option<PathBuf>,
         #[arg(long, env = "HARVESTER_SIM_DEVICES", value_enum, default_value = "loop")]
         devices: Devices,
+        /// Log format.
+        #[arg(long, env = "HARVESTER_SIM_LOG_FORMAT", default_value = "text")]
+        log_format: String,
+    },
+    /// Serve a plain Kubernetes API for a guest cluster (no Harvester kinds, no
+    /// controllers; state in memory) until interrupted, writing an admin
+    /// kubeconfig to STATE_DIR/guest.kubeconfig.
+    Guest {
+        /// Where the CA and the kubeconfig live.
+        #[arg(long, env = "HARVESTER_SIM_GUEST_STATE_DIR")]
+        state_dir: PathBuf,
+        #[arg(long, env = "HARVESTER_SIM_GUEST_LISTEN", default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
         /// Log format.
         #[arg(long, env = "HARVESTER_SIM_LOG_FORMAT", default_value = "text")]
         log_format: String,
@@ -149,6 +164,15 @@ async fn fault(state_dir: PathBuf, action: FaultAction) -> Result<()> {
     Ok(())
 }
 
+async fn until_stopped() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -167,12 +191,18 @@ async fn main() -> Result<()> {
             println!("address: {}", sim.url);
             println!("cloud-config: {}", state_dir.join(CLOUD_CONFIG).display());
             println!("admin-kubeconfig: {}", state_dir.join(ADMIN_KUBECONFIG).display());
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+            until_stopped().await?;
             sim.shutdown().await;
+            Ok(())
+        }
+        Command::Guest { state_dir, listen, log_format } => {
+            init_logging(&log_format);
+            let guest = GuestCluster::start_on(&state_dir, listen).await?;
+            println!("address: {}", guest.url);
+            println!("kubeconfig: {}", guest.kubeconfig.display());
+            tracing::info!(url = %guest.url, "guest cluster API serving");
+            until_stopped().await?;
+            guest.shutdown().await;
             Ok(())
         }
         Command::Fault { state_dir, action } => {

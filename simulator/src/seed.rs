@@ -5,9 +5,9 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
+use crate::api::authn::SA_TOKEN_TYPE;
 use crate::api::error::ApiResult;
 use crate::api::ops::Api;
-use crate::auth::SA_TOKEN_TYPE;
 use crate::profiles::{self, Profile};
 use crate::world::{self, World};
 
@@ -146,7 +146,7 @@ fn seed_rbac(api: &Api, profile: &Profile, world: &World) -> ApiResult<()> {
             ns,
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}}),
         )?;
-        let token = base64::engine::general_purpose::STANDARD.encode(crate::auth::new_token());
+        let token = base64::engine::general_purpose::STANDARD.encode(crate::api::authn::new_token());
         create(
             api,
             "",

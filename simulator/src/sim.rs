@@ -1,7 +1,6 @@
 //! Starting and stopping a simulator: state directory, seeding or restoring,
 //! TLS, kubeconfigs, the HTTPS listener and the controllers.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -14,11 +13,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::authn::{self, Authenticator};
 use crate::api::http::{self, ServerState};
 use crate::api::ops::Api;
 use crate::api::resources::Registry;
 use crate::api::store::Store;
-use crate::auth::{self, Authenticator};
 use crate::controllers::{self, Ctx};
 use crate::devices::{DeviceManager, DeviceMode};
 use crate::faults::Faults;
@@ -105,7 +104,7 @@ impl Simulator {
         let admin_token = match std::fs::read_to_string(&token_path) {
             Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
             _ => {
-                let t = auth::new_token();
+                let t = authn::new_token();
                 tls::write_secret_file(&token_path, &t)?;
                 t
             }
@@ -116,18 +115,7 @@ impl Simulator {
         let api = Arc::new(Api::new(store.clone(), registry));
         let faults = Arc::new(Faults::new(world.faults.clone()));
         let authn = Arc::new(Authenticator::new(&admin_token));
-        let (watch_epoch, _) = tokio::sync::watch::channel(0u64);
-        let server = Arc::new(ServerState {
-            api: api.clone(),
-            authn: authn.clone(),
-            faults: faults.clone(),
-            version: profile.version_document(),
-            server_address: RwLock::new(String::new()),
-            watch_epoch,
-            aggregated: RwLock::new(HashMap::new()),
-            admin: RwLock::new(None),
-            max_body_bytes: http::DEFAULT_MAX_BODY_BYTES,
-        });
+        let server = Arc::new(ServerState::new(api.clone(), authn.clone(), faults.clone(), profile.version_document()));
         let ctx = Arc::new(Ctx {
             api: api.clone(),
             devices,

@@ -507,6 +507,8 @@ async fn error_statuses() {
             assert_eq!(body["kind"], "Status", "{path}: {body}");
             assert_eq!(body["reason"], "NotFound", "{path}: {body}");
             assert_eq!(body["code"], 404);
+            // kubectl prints this as "Error from server (NotFound): the server could not find the requested resource".
+            assert_eq!(body["message"], "the server could not find the requested resource", "{path}");
         }
         // Through kube-rs: get_opt on an unknown resource type is None as well.
         let widgets = dynamic(&s.admin, "example.com", "v1", "Widget", "widgets", Some("default"));
@@ -518,6 +520,7 @@ async fn error_statuses() {
         let (code, body) = raw(&s.admin, Method::POST, "/api/v1/namespaces/default/configmaps", Some(big)).await;
         assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
         assert_eq!(body["reason"], "RequestEntityTooLarge");
+        assert_eq!(body["message"], "Request entity too large: limit is 3145728");
 
         // Invalid PVC (no accessModes) → 422 with the field named.
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(s.admin.clone(), "default");
@@ -530,10 +533,34 @@ async fn error_statuses() {
         assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"), "{err:?}");
         let causes = err.details.as_ref().map(|d| d.causes.clone()).unwrap_or_default();
         assert!(causes.iter().any(|c| c.field == "spec.accessModes"), "{causes:?}");
+        assert_eq!(
+            err.message,
+            "PersistentVolumeClaim \"bad\" is invalid: spec.accessModes: Required value: at least 1 access mode is required"
+        );
+
+        // An invalid name: the apiserver's message, with its example and regular expression.
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Bad_Name"}});
+        let (code, body) = raw(&s.admin, Method::POST, "/api/v1/namespaces/default/configmaps", Some(cm)).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            body["message"],
+            r#"ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"#
+        );
+
+        // A dryRun value other than All: 422 on the request's options.
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dry"}});
+        let (code, body) =
+            raw(&s.admin, Method::POST, "/api/v1/namespaces/default/configmaps?dryRun=Yes", Some(cm)).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            body["message"],
+            r#"CreateOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: []string{"Yes"}: supported values: "All""#
+        );
 
         // Wrong method on a collection → 405; a JSON body that is not an object → 400.
         let (code, body) = raw(&s.admin, Method::PUT, "/api/v1/namespaces/default/configmaps", Some(json!({}))).await;
         assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+        assert_eq!(body["message"], "the server does not allow this method on the requested resource");
         let (code, body) = raw_bytes(
             &s.admin,
             Method::POST,
@@ -754,6 +781,144 @@ async fn self_subject_access_review_answers_per_profile() {
             assert!(!ask(review("delete", "", "nodes", "")).await, "{profile}");
             s.shutdown().await;
         }
+    })
+    .await
+}
+
+/// `kubectl auth can-i --list`: a SelfSubjectRulesReview lists the profile's rules for the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_subject_rules_review_lists_the_profile_rules() {
+    use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRulesReviewSpec};
+    bounded(60, async {
+        for (profile, backups) in [("v1.3", false), ("v1.8", true)] {
+            let s = common::start(Options::profile(profile)).await;
+            let api: Api<SelfSubjectRulesReview> = Api::all(s.guest.clone());
+            let review = SelfSubjectRulesReview {
+                spec: SelfSubjectRulesReviewSpec { namespace: Some("default".into()) },
+                ..Default::default()
+            };
+            let status = api.create(&PostParams::default(), &review).await.unwrap().status.unwrap();
+            assert!(!status.incomplete, "{profile}: {:?}", status.evaluation_error);
+            let has = |resource: &str| {
+                status
+                    .resource_rules
+                    .iter()
+                    .any(|r| r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == resource)))
+            };
+            assert!(has("storageclasses"), "{profile}");
+            assert!(has("virtualmachines/addvolume"), "{profile}: the RoleBinding in the VM namespace counts");
+            assert!(has("selfsubjectrulesreviews"), "{profile}: system:basic-user");
+            assert_eq!(has("volumeremotebackups"), backups, "{profile}");
+            assert!(!has("nodes") || profile == "v1.3", "{profile}");
+            let urls: Vec<&String> =
+                status.non_resource_rules.iter().flat_map(|r| r.non_resource_urls.iter().flatten()).collect();
+            assert!(urls.iter().any(|u| *u == "/openapi/*"), "{profile}: {urls:?}");
+
+            // Without a namespace the apiserver refuses the review.
+            let empty = SelfSubjectRulesReview::default();
+            let err = api.create(&PostParams::default(), &empty).await.unwrap_err();
+            assert!(
+                matches!(&err, kube::Error::Api(s) if s.code == 400 && s.message == "no namespace on request"),
+                "{err}"
+            );
+            s.shutdown().await;
+        }
+    })
+    .await
+}
+
+/// Sends a JSON body and returns the status, the Warning headers and the body.
+async fn send_json(
+    client: &kube::Client,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: Value,
+) -> (StatusCode, Vec<String>, Value) {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(kube::client::Body::from(body.to_string().into_bytes()))
+        .expect("building request");
+    let resp = client.send(req).await.expect("sending request");
+    let status = resp.status();
+    let warnings = resp.headers().get_all("warning").iter().map(|v| v.to_str().unwrap_or("").to_string()).collect();
+    let bytes = resp.into_body().collect().await.expect("reading body").to_bytes();
+    (status, warnings, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// `fieldValidation`: Strict refuses undeclared fields, Warn (the default) answers with warnings, Ignore says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn field_validation_strict_warn_and_ignore() {
+    bounded(60, async {
+        let s = common::start(Options::default()).await;
+        let cms = "/api/v1/namespaces/default/configmaps";
+        let body = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "nam": "x"},
+                                      "data": {"k": "v"}, "extra": 1});
+        let (code, _, status) =
+            send_json(&s.admin, Method::POST, &format!("{cms}?fieldValidation=Strict"), "application/json", body("strict")).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+        assert_eq!(
+            status["message"],
+            r#"ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "extra", unknown field "metadata.nam""#
+        );
+        let (code, _, _) = send_json(&s.admin, Method::GET, &format!("{cms}/strict"), "application/json", Value::Null).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "a refused create stores nothing");
+
+        let (code, warnings, _) = send_json(&s.admin, Method::POST, cms, "application/json", body("warned")).await;
+        assert_eq!(code, StatusCode::CREATED);
+        assert_eq!(warnings, [r#"299 - "unknown field \"extra\"""#, r#"299 - "unknown field \"metadata.nam\"""#]);
+
+        let (code, warnings, _) =
+            send_json(&s.admin, Method::POST, &format!("{cms}?fieldValidation=Ignore"), "application/json", body("ignored")).await;
+        assert_eq!((code, warnings.len()), (StatusCode::CREATED, 0));
+
+        // A merge patch is checked as a partial object; a CRD by its schema.
+        let (code, _, status) = send_json(
+            &s.admin,
+            Method::PATCH,
+            &format!("{cms}/warned?fieldValidation=Strict"),
+            "application/merge-patch+json",
+            json!({"data": {"k2": "v"}, "dta": {}}),
+        )
+        .await;
+        assert_eq!((code, status["message"].clone()), (StatusCode::BAD_REQUEST, json!(r#"strict decoding error: unknown field "dta""#)));
+        let setting = json!({"apiVersion": "harvesterhci.io/v1beta1", "kind": "Setting", "metadata": {"name": "x"}, "value": "1", "vaule": "2"});
+        let (code, _, status) = send_json(
+            &s.admin,
+            Method::POST,
+            "/apis/harvesterhci.io/v1beta1/settings?fieldValidation=Strict",
+            "application/json",
+            setting,
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+        assert!(status["message"].as_str().is_some_and(|m| m.ends_with(r#"unknown field "vaule""#)), "{status}");
+
+        // Fields a real VM may carry beyond what the simulator models are kept, never refused.
+        let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm-x", "namespace": "default"},
+                        "spec": {"runStrategy": "Halted", "template": {"spec": {"domain": {"devices": {}, "clock": {"utc": {}}},
+                                 "priorityClassName": "high"}}}});
+        let (code, warnings, status) = send_json(
+            &s.admin,
+            Method::POST,
+            "/apis/kubevirt.io/v1/namespaces/default/virtualmachines?fieldValidation=Strict",
+            "application/json",
+            vm,
+        )
+        .await;
+        assert_eq!((code, warnings.len()), (StatusCode::CREATED, 0), "{status}");
+
+        let (code, _, status) =
+            send_json(&s.admin, Method::POST, &format!("{cms}?fieldValidation=Loose"), "application/json", body("loose")).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            status["message"],
+            r#"CreateOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: "Loose": supported values: "", "Ignore", "Strict", "Warn""#
+        );
+        s.shutdown().await;
     })
     .await
 }

@@ -90,6 +90,9 @@ spec:
     )
 }
 
+/// Through the `kubectl` on PATH (on this machine the gcloud SDK's dispatcher,
+/// which picks the client matching the server); `kubectl_matrix` runs every
+/// installed client directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs kubectl: put one on PATH (`ci/cluster/tool-dir.sh kubernetes` prints a directory holding one)"]
 async fn kubectl_smoke() {

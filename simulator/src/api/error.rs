@@ -18,20 +18,50 @@ impl Cause {
     pub fn required(field: &str) -> Self {
         Self { reason: "FieldValueRequired", message: "Required value".into(), field: field.into() }
     }
+    pub fn required_because(field: &str, why: &str) -> Self {
+        Self { reason: "FieldValueRequired", message: format!("Required value: {why}"), field: field.into() }
+    }
+    /// A string value, quoted as Go's `%q` does.
     pub fn invalid(field: &str, value: &str, why: &str) -> Self {
-        Self { reason: "FieldValueInvalid", message: format!("Invalid value: \"{value}\": {why}"), field: field.into() }
+        Self::invalid_raw(field, &go_quote(value), why)
+    }
+    /// A value printed as is (numbers, Go values).
+    pub fn invalid_raw(field: &str, value: &str, why: &str) -> Self {
+        Self { reason: "FieldValueInvalid", message: format!("Invalid value: {value}: {why}"), field: field.into() }
     }
     pub fn forbidden(field: &str, why: &str) -> Self {
         Self { reason: "FieldValueForbidden", message: format!("Forbidden: {why}"), field: field.into() }
     }
     pub fn unsupported(field: &str, value: &str, allowed: &[&str]) -> Self {
-        let allowed = allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        Self::unsupported_raw(field, &go_quote(value), allowed)
+    }
+    pub fn unsupported_raw(field: &str, value: &str, allowed: &[&str]) -> Self {
+        let allowed = allowed.iter().map(|a| go_quote(a)).collect::<Vec<_>>().join(", ");
         Self {
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: \"{value}\": supported values: {allowed}"),
+            message: format!("Unsupported value: {value}: supported values: {allowed}"),
             field: field.into(),
         }
     }
+}
+
+/// Go's `%q` for the ASCII text names and values are made of.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// An API error rendered as a Kubernetes `Status` object.
@@ -160,17 +190,32 @@ impl ApiError {
         Self::new(413, "RequestEntityTooLarge", message)
     }
 
-    pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {content_type}"))
+    /// A body in a format the server does not decode; `accepted` in the
+    /// apiserver's order (its wording names no offending type).
+    pub fn unsupported_media_type(accepted: &[&str]) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {}",
+                accepted.join(", ")
+            ),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)
     }
 
+    /// The apiserver's answer for a path nothing serves (it names no path).
     pub fn unknown_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
-            .with_details("", "", "")
+        tracing::debug!(path, "no route");
+        Self::new(404, "NotFound", "the server could not find the requested resource").with_details("", "", "")
+    }
+
+    /// A method the addressed resource or subresource does not take.
+    pub fn method_not_allowed_here() -> Self {
+        Self::method_not_allowed("the server does not allow this method on the requested resource")
     }
 
     /// The `Status` object a client sees.

@@ -61,6 +61,21 @@ impl PatchType {
             _ => None,
         }
     }
+
+    /// What PATCH accepts, in the order the apiserver lists it in a 415: CRDs
+    /// take no strategic merge patch.
+    pub fn accepted(builtin: bool) -> &'static [&'static str] {
+        if builtin {
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
+        } else {
+            &["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -305,7 +320,7 @@ impl Api {
                     rt.group,
                     rt.kind,
                     name,
-                    vec![Cause::invalid("metadata.resourceVersion", "0x0", "must be specified for an update")],
+                    vec![Cause::invalid_raw("metadata.resourceVersion", "0x0", "must be specified for an update")],
                 ));
             }
             None
@@ -387,14 +402,19 @@ impl Api {
         }
         if meta::is_deleting(old) {
             let before = meta::finalizers(old);
-            if meta::finalizers(&new).iter().any(|f| !before.contains(f)) {
+            let mut added: Vec<String> = meta::finalizers(&new).into_iter().filter(|f| !before.contains(f)).collect();
+            if !added.is_empty() {
+                added.sort();
+                let listed = added.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ");
                 return Err(ApiError::invalid(
                     rt.group,
                     rt.kind,
                     name,
                     vec![Cause::forbidden(
                         "metadata.finalizers",
-                        "no new finalizers can be added if the object is being deleted",
+                        &format!(
+                            "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{listed}}}"
+                        ),
                     )],
                 ));
             }
@@ -453,7 +473,7 @@ impl Api {
     ) -> ApiResult<Arc<Value>> {
         let namespace = if rt.namespaced { namespace } else { "" };
         if patch_type == PatchType::Strategic && rt.is_crd() {
-            return Err(ApiError::unsupported_media_type("application/strategic-merge-patch+json"));
+            return Err(ApiError::unsupported_media_type(PatchType::accepted(false)));
         }
         if patch_type == PatchType::Apply && opts.field_manager.as_deref().unwrap_or("").is_empty() {
             return Err(ApiError::invalid("meta.k8s.io", "PatchOptions", "", vec![Cause::required("fieldManager")]));

@@ -558,7 +558,7 @@ pub fn all_types() -> Vec<ResourceType> {
     ]
 }
 
-/// `authorization.k8s.io`: only SelfSubjectAccessReview (no stored objects).
+/// `authorization.k8s.io`: the self-subject access and rules reviews (no stored objects).
 pub const AUTHORIZATION_GROUP: &str = "authorization.k8s.io";
 
 /// The aggregated KubeVirt subresource API group (not a CRD: served by virt-api).
@@ -622,7 +622,9 @@ impl Registry {
             return (version == "v1").then(|| {
                 json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "authorization.k8s.io/v1", "resources": [
                     {"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview", "namespaced": false,
-                     "kind": "SelfSubjectAccessReview", "verbs": ["create"]}]})
+                     "kind": "SelfSubjectAccessReview", "verbs": ["create"]},
+                    {"name": "selfsubjectrulesreviews", "singularName": "selfsubjectrulesreview", "namespaced": false,
+                     "kind": "SelfSubjectRulesReview", "verbs": ["create"]}]})
             });
         }
         let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };

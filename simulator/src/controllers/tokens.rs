@@ -14,8 +14,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::Ctx;
+use crate::api::authn::SA_TOKEN_TYPE;
 use crate::api::meta;
-use crate::auth::SA_TOKEN_TYPE;
 
 pub const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
 pub const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
@@ -89,7 +89,7 @@ fn reconcile(ctx: &Ctx) {
         let (ns, name) = (meta::namespace(&secret).to_string(), meta::name(&secret).to_string());
         let account = meta::annotation(&secret, SA_NAME_ANNOTATION)
             .and_then(|sa| ctx.api.get_opt("", "serviceaccounts", &ns, sa));
-        let result = match decide(&secret, account.as_deref(), &ca_pem, crate::auth::new_token) {
+        let result = match decide(&secret, account.as_deref(), &ca_pem, crate::api::authn::new_token) {
             Action::Nothing => continue,
             Action::Delete => {
                 tracing::info!(namespace = %ns, secret = %name, "deleting the token Secret of a missing ServiceAccount");

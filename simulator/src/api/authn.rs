@@ -7,8 +7,8 @@ use std::sync::RwLock;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::api::meta;
-use crate::api::rbac::UserInfo;
+use super::meta;
+use super::rbac::UserInfo;
 
 pub const SA_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 

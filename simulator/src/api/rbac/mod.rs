@@ -12,10 +12,10 @@
 //!   controller to copy the aggregated rules into `rules`, and only `rules`
 //!   is evaluated here, so aggregation works only if whoever stores the
 //!   ClusterRole fills `rules` in as that controller would.
-//! * Of the bootstrap policy only the discovery grants (`system:discovery`,
-//!   `system:public-info-viewer`) are built in, because a simulator seldom
-//!   stores them as objects yet every client needs them. Other bootstrap
-//!   roles (`system:basic-user`, `cluster-admin`, ...) only take effect when
+//! * Of the bootstrap policy only the grants every authenticated client relies
+//!   on are built in (`system:discovery`, `system:public-info-viewer`,
+//!   `system:basic-user`), because a simulator seldom stores them as objects.
+//!   Other bootstrap roles (`cluster-admin`, ...) only take effect when
 //!   present among the given objects.
 //! * `roleRef.apiGroup` and `subjects[].apiGroup` are not compared: the real
 //!   authorizer relies on admission-time validation for those, and does not
@@ -24,9 +24,13 @@
 //!   reason suffix (e.g. a binding naming a missing role), since
 //!   [`forbidden_message`] is not given the objects.
 
+mod review;
+
 use std::borrow::{Borrow, Cow};
 
 use serde_json::Value;
+
+pub use review::{rules_for, RulesReview};
 
 const SUPERUSER_GROUP: &str = "system:masters";
 const AUTHENTICATED_GROUP: &str = "system:authenticated";
@@ -52,6 +56,21 @@ const DISCOVERY_URLS: &[&str] = &[
 /// Bootstrap ClusterRole `system:public-info-viewer`, bound to both
 /// `system:authenticated` and `system:unauthenticated`.
 const PUBLIC_INFO_URLS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
+
+/// Bootstrap ClusterRole `system:basic-user`, bound to `system:authenticated`:
+/// everyone may ask what they themselves may do. (Kubernetes 1.28 added
+/// `authentication.k8s.io` `selfsubjectreviews`, a group not served here.)
+const BASIC_USER_GROUP: &str = "authorization.k8s.io";
+const BASIC_USER_RESOURCES: &[&str] = &["selfsubjectaccessreviews", "selfsubjectrulesreviews"];
+
+fn basic_user_rule() -> Rule<'static> {
+    Rule {
+        verbs: vec!["create"],
+        api_groups: vec![BASIC_USER_GROUP],
+        resources: BASIC_USER_RESOURCES.to_vec(),
+        ..Default::default()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
@@ -139,6 +158,9 @@ pub fn authorize<V: Borrow<Value>>(user: &UserInfo, attrs: &Attributes, objects:
         if attrs.resource_request { Cow::Borrowed(&attrs.verb) } else { Cow::Owned(attrs.verb.to_ascii_lowercase()) };
 
     if !attrs.resource_request && bootstrap_discovery_allows(user, &verb, &attrs.path) {
+        return Decision::Allow;
+    }
+    if attrs.resource_request && user.in_group(AUTHENTICATED_GROUP) && basic_user_rule().allows(attrs, &verb) {
         return Decision::Allow;
     }
 
