@@ -10,28 +10,6 @@ pub const DRIVER_NAME: &str = "driver.harvesterhci.io";
 /// Prefix of remote-backup snapshot ids: `backup:<namespace>/<name>` (upstream's format).
 pub const BACKUP_PREFIX: &str = "backup:";
 
-/// Labels and annotations this driver puts on host objects.
-pub mod keys {
-    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-    pub const MANAGED_BY_VALUE: &str = "harvester-csi-driver";
-    pub const GUEST_CLUSTER: &str = "csi.harvesterhci.io/guest-cluster";
-    pub const GUEST_CLUSTER_ID: &str = "csi.harvesterhci.io/guest-cluster-id";
-    pub const GUEST_PVC_NAMESPACE: &str = "csi.harvesterhci.io/guest-pvc-namespace";
-    pub const GUEST_PVC_NAME: &str = "csi.harvesterhci.io/guest-pvc-name";
-    pub const GUEST_PV_NAME: &str = "csi.harvesterhci.io/guest-pv-name";
-    pub const VOLUME_FOR_VM: &str = "harvesterhci.io/volumeForVirtualMachine";
-    pub const SNAP_HOST_SC: &str = "harvesterhci.io/snapHostSC";
-    pub const SNAP_HOST_VOLUME_MODE: &str = "harvesterhci.io/snapHostVolumeMode";
-    pub const BACKUP_SOURCE_VOLUME: &str = "harvesterhci.io/backupSourceVolume";
-    /// `"true"` on host PVCs that are NFS exports (RWX), `"false"` on disks.
-    pub const SHARED: &str = "csi.harvesterhci.io/shared";
-    /// The CO's name for a volume/snapshot whose host name is a hash of it.
-    pub const CSI_NAME: &str = "csi.harvesterhci.io/csi-name";
-    /// `"true"` on a host volume another driver (upstream's) made and this one
-    /// labelled as its own when it first used it.
-    pub const ADOPTED: &str = "csi.harvesterhci.io/adopted";
-}
-
 pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -160,15 +138,6 @@ pub fn by_id_name(disk_name: &str, serial: Option<&str>, virtio: bool) -> String
     }
 }
 
-/// The label selector for this driver's host volumes, of one guest cluster when given.
-pub fn owned_volumes_selector(cluster_id: Option<&str>) -> String {
-    let mut selector = format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE);
-    if let Some(id) = cluster_id {
-        selector.push_str(&format!(",{}={}", keys::GUEST_CLUSTER, label_value(id)));
-    }
-    selector
-}
-
 /// A guest cluster id as a label value (≤ 63, alphanumeric ends).
 pub fn label_value(s: &str) -> String {
     let cleaned: String = s
@@ -252,14 +221,5 @@ mod tests {
     fn label_values_are_sanitised() {
         assert_eq!(label_value("c-m-abc/def"), "c-m-abc-def");
         assert_eq!(label_value(&"a".repeat(80)).len(), 63);
-    }
-
-    #[test]
-    fn owned_volumes_selector_narrows_to_a_cluster_when_given() {
-        assert_eq!(owned_volumes_selector(None), "app.kubernetes.io/managed-by=harvester-csi-driver");
-        assert_eq!(
-            owned_volumes_selector(Some("prod")),
-            "app.kubernetes.io/managed-by=harvester-csi-driver,csi.harvesterhci.io/guest-cluster=prod"
-        );
     }
 }

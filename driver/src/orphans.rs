@@ -7,8 +7,8 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::host::labels::{owned_volumes_selector, Ownership};
 use crate::host::Host;
-use crate::names::{self, keys};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -36,7 +36,7 @@ pub async fn report(
     guest: Option<&kube::Client>,
     include_unowned: bool,
 ) -> Result<Vec<HostVolume>> {
-    let mut pvcs = host.list_pvcs(&names::owned_volumes_selector(cluster_id)).await?;
+    let mut pvcs = host.list_pvcs(&owned_volumes_selector(cluster_id)).await?;
     let owned = pvcs.len();
     if include_unowned {
         let all = host.list_pvcs("").await?;
@@ -49,13 +49,9 @@ pub async fn report(
     for (i, pvc) in pvcs.into_iter().enumerate() {
         let unowned = i >= owned;
         let name = pvc.metadata.name.clone().unwrap_or_default();
-        let ann = pvc.metadata.annotations.clone().unwrap_or_default();
-        let labels = pvc.metadata.labels.clone().unwrap_or_default();
-        let guest_pv = match ann.get(keys::GUEST_PV_NAME) {
-            Some(pv) => pv.clone(),
-            None if unowned => name.clone(),
-            None => String::new(),
-        };
+        let owner = Ownership::of(&pvc.metadata);
+        // Upstream named the guest PV after the volume.
+        let guest_pv = owner.guest_pv.clone().or_else(|| unowned.then(|| name.clone())).unwrap_or_default();
         let guest_pv_exists = match (guest, guest_pv.is_empty()) {
             (Some(g), false) => {
                 let pvs: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> = kube::Api::all(g.clone());
@@ -72,15 +68,11 @@ pub async fn report(
         let orphan = attached_to.is_empty() && guest_pv_exists != Some(true);
         out.push(HostVolume {
             host_pvc: name,
-            guest_cluster: ann
-                .get(keys::GUEST_CLUSTER_ID)
-                .cloned()
-                .or_else(|| labels.get(keys::GUEST_CLUSTER).cloned())
-                .unwrap_or_default(),
+            guest_cluster: owner.cluster_id.unwrap_or_default(),
             guest_claim: format!(
                 "{}/{}",
-                ann.get(keys::GUEST_PVC_NAMESPACE).map(String::as_str).unwrap_or("?"),
-                ann.get(keys::GUEST_PVC_NAME).map(String::as_str).unwrap_or("?")
+                owner.guest_pvc_namespace.as_deref().unwrap_or("?"),
+                owner.guest_pvc_name.as_deref().unwrap_or("?")
             ),
             guest_pv,
             attached_to,

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 use super::ControllerService;
-use crate::host::pvc::{is_nfs_export, looks_like_upstream_volume};
-use crate::names::{self, keys};
+use crate::host::labels::Ownership;
+use crate::host::pvc::{is_nfs_export, looks_like_upstream_volume, shape_annotations};
 
 impl ControllerService {
     /// The labels and annotations that make an upstream volume this driver's.
@@ -26,28 +26,24 @@ impl ControllerService {
         pvc: &PersistentVolumeClaim,
     ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
         let id = pvc.metadata.name.clone().unwrap_or_default();
-        let mut labels = BTreeMap::from([(keys::MANAGED_BY.to_string(), keys::MANAGED_BY_VALUE.to_string())]);
-        let mut annotations = BTreeMap::from([
-            (keys::ADOPTED.to_string(), "true".to_string()),
-            // Frozen from the shape now, so the record decides from here on.
-            (keys::SHARED.to_string(), is_nfs_export(pvc).to_string()),
-        ]);
-        if let Some(cluster) = &self.settings.cluster_id {
-            labels.insert(keys::GUEST_CLUSTER.into(), names::label_value(cluster));
-            annotations.insert(keys::GUEST_CLUSTER_ID.into(), cluster.clone());
-        }
         // Upstream's provisioner named the PV after the volume (reference §2.0); the guest
         // view, when there is one, knows for sure and also knows the claim.
         let (pv, claim) = match self.guest.as_ref().and_then(|g| g.pv_of_handle(&id)) {
             Some((pv, claim)) => (pv, claim),
             None => (id.clone(), None),
         };
-        annotations.insert(keys::GUEST_PV_NAME.into(), pv);
-        if let Some((ns, name)) = claim {
-            annotations.insert(keys::GUEST_PVC_NAMESPACE.into(), ns);
-            annotations.insert(keys::GUEST_PVC_NAME.into(), name);
-        }
-        (labels, annotations)
+        let owner = Ownership {
+            cluster_id: self.settings.cluster_id.clone(),
+            guest_pvc_namespace: claim.as_ref().map(|(ns, _)| ns.clone()),
+            guest_pvc_name: claim.map(|(_, name)| name),
+            guest_pv: Some(pv),
+            csi_name: None,
+            adopted: true,
+        };
+        let mut annotations = owner.annotations();
+        // Frozen from the shape now, so the record decides from here on.
+        annotations.extend(shape_annotations(is_nfs_export(pvc), false));
+        (owner.labels(), annotations)
     }
 
     /// Labels an upstream volume as this driver's (see the module docs). Returns the
@@ -77,6 +73,7 @@ mod tests {
     use super::*;
     use crate::controller::{ControllerSettings, VmQueues};
     use crate::guard::VolumeLocks;
+    use crate::host::labels::keys;
     use crate::host::Host;
     use crate::metrics::Metrics;
     use rstest::rstest;

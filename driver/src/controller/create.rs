@@ -9,16 +9,18 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
-use serde_json::json;
 use tokio::time::Instant;
 
 use super::ControllerService;
 use crate::capabilities::{shape_of_all, Shape};
 use crate::contexts;
 use crate::error::{Error, Result};
-use crate::host::pvc::{pvc_capacity, pvc_phase, pvc_request};
-use crate::host::{str_at, Feature, LONGHORN_PROVISIONER};
-use crate::names::{self, keys, SnapshotId};
+use crate::host::labels::Ownership;
+use crate::host::pvc::{
+    host_pv_name, is_default_class, pvc_capacity, pvc_phase, pvc_request, shape_annotations, storage_class, volume_mode,
+};
+use crate::host::{Feature, LONGHORN_PROVISIONER};
+use crate::names::{self, SnapshotId};
 
 /// Longhorn's smallest volume; smaller requests are raised to it.
 pub const MIN_VOLUME_BYTES: u64 = 10 << 20;
@@ -163,14 +165,7 @@ impl ControllerService {
             },
             None => match self.host.list_storage_classes().await {
                 Ok(classes) => {
-                    let default = classes.into_iter().find(|sc| {
-                        sc.metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
-                            .map(String::as_str)
-                            == Some("true")
-                    });
+                    let default = classes.into_iter().find(is_default_class);
                     Ok((None, default.map(|sc| sc.provisioner)))
                 }
                 Err(e) if e.is_forbidden() => Ok((None, None)),
@@ -179,25 +174,15 @@ impl ControllerService {
         }
     }
 
-    fn ownership(&self, r: &Request) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-        let mut labels = BTreeMap::from([(keys::MANAGED_BY.to_string(), keys::MANAGED_BY_VALUE.to_string())]);
-        let mut annotations = BTreeMap::new();
-        if let Some(id) = &self.settings.cluster_id {
-            labels.insert(keys::GUEST_CLUSTER.into(), names::label_value(id));
-            annotations.insert(keys::GUEST_CLUSTER_ID.into(), id.clone());
+    fn ownership(&self, r: &Request) -> Ownership {
+        Ownership {
+            cluster_id: self.settings.cluster_id.clone(),
+            guest_pvc_namespace: r.guest_pvc.as_ref().map(|(ns, _)| ns.clone()),
+            guest_pvc_name: r.guest_pvc.as_ref().map(|(_, n)| n.clone()),
+            guest_pv: r.guest_pv.clone(),
+            csi_name: (r.csi_name != r.name).then(|| r.csi_name.clone()),
+            adopted: false,
         }
-        if let Some((ns, n)) = &r.guest_pvc {
-            annotations.insert(keys::GUEST_PVC_NAMESPACE.into(), ns.clone());
-            annotations.insert(keys::GUEST_PVC_NAME.into(), n.clone());
-        }
-        if let Some(pv) = &r.guest_pv {
-            annotations.insert(keys::GUEST_PV_NAME.into(), pv.clone());
-        }
-        if r.csi_name != r.name {
-            annotations.insert(keys::CSI_NAME.into(), r.csi_name.clone());
-        }
-        annotations.insert(keys::SHARED.into(), r.shape.shared.to_string());
-        (labels, annotations)
     }
 
     /// The PVC to create on the host for this request.
@@ -207,7 +192,7 @@ impl ControllerService {
         class: Option<String>,
         provisioner: Option<&str>,
     ) -> Result<PersistentVolumeClaim> {
-        let (labels, mut annotations) = self.ownership(r);
+        let owner = self.ownership(r);
         let mut volume_mode = r.host_volume_mode.clone();
         let mut class = class;
         let mut data_source = None;
@@ -224,20 +209,14 @@ impl ControllerService {
                     .get_snapshot(name)
                     .await?
                     .ok_or_else(|| Error::NotFound(format!("snapshot {name} not found")))?;
-                let snap_class =
-                    str_at(&snap, &format!("/metadata/labels/{}", keys::SNAP_HOST_SC.replace('/', "~1"))).to_string();
-                let snap_mode =
-                    str_at(&snap, &format!("/metadata/labels/{}", keys::SNAP_HOST_VOLUME_MODE.replace('/', "~1")))
-                        .to_string();
+                let (snap_class, snap_mode) = (snap.source_storage_class(), snap.source_volume_mode());
                 if !snap_class.is_empty() {
-                    class = Some(snap_class);
+                    class = Some(snap_class.to_string());
                 }
                 if !snap_mode.is_empty() && !r.shape.shared {
-                    volume_mode = snap_mode;
+                    volume_mode = snap_mode.to_string();
                 }
-                let restore =
-                    crate::host::pvc::quantity_bytes(&Quantity(str_at(&snap, "/status/restoreSize").to_string()))
-                        .unwrap_or(0);
+                let restore = snap.restore_size_bytes().unwrap_or(0);
                 if r.limit > 0 && restore > r.limit {
                     return Err(Error::OutOfRange(format!(
                         "snapshot {name} needs {restore} bytes, above the limit {}",
@@ -265,7 +244,7 @@ impl ControllerService {
                     )));
                 }
                 size = size.max(src_size);
-                class = source.spec.as_ref().and_then(|s| s.storage_class_name.clone()).or(class);
+                class = storage_class(&source).map(String::from).or(class);
                 data_source = Some(TypedLocalObjectReference {
                     api_group: None,
                     kind: "PersistentVolumeClaim".into(),
@@ -273,15 +252,15 @@ impl ControllerService {
                 });
             }
         }
-        if volume_mode == "Filesystem" && provisioner.is_some_and(|p| p != LONGHORN_PROVISIONER) {
-            // Harvester then prepares a disk image on the filesystem volume for KubeVirt.
-            annotations.insert(keys::VOLUME_FOR_VM.into(), "true".into());
-        }
+        // Harvester then prepares a disk image on the filesystem volume for KubeVirt.
+        let disk_image_for_vm = volume_mode == "Filesystem" && provisioner.is_some_and(|p| p != LONGHORN_PROVISIONER);
+        let mut annotations = owner.annotations();
+        annotations.extend(shape_annotations(r.shape.shared, disk_image_for_vm));
         Ok(PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: Some(r.name.clone()),
                 namespace: Some(self.host.namespace.clone()),
-                labels: Some(labels),
+                labels: Some(owner.labels()),
                 annotations: Some(annotations),
                 ..Default::default()
             },
@@ -307,7 +286,7 @@ impl ControllerService {
         if e.access_modes != w.access_modes {
             diffs.push("access modes");
         }
-        if e.volume_mode.as_deref().unwrap_or("Filesystem") != w.volume_mode.as_deref().unwrap_or("Filesystem") {
+        if volume_mode(existing) != volume_mode(wanted) {
             diffs.push("volume mode");
         }
         if w.storage_class_name.is_some() && e.storage_class_name != w.storage_class_name {
@@ -316,13 +295,7 @@ impl ControllerService {
         if e.data_source.as_ref().map(|d| (&d.kind, &d.name)) != w.data_source.as_ref().map(|d| (&d.kind, &d.name)) {
             diffs.push("data source");
         }
-        let existing_name = existing
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(keys::CSI_NAME))
-            .cloned()
-            .unwrap_or_else(|| r.name.clone());
+        let existing_name = Ownership::of(&existing.metadata).csi_name.unwrap_or_else(|| r.name.clone());
         if existing_name != r.csi_name {
             diffs.push("name (hash collision)");
         }
@@ -425,7 +398,7 @@ impl ControllerService {
                 .await?
         };
         if r.shape.shared {
-            let pv = bound.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+            let pv = host_pv_name(&bound).unwrap_or_default().to_string();
             self.host.ensure_nfs(&pv).await?;
         }
         let capacity = pvc_capacity(&bound);
@@ -439,10 +412,7 @@ impl ControllerService {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         volume_context.insert(contexts::volume::SHARED.into(), r.shape.shared.to_string());
-        volume_context.insert(
-            contexts::volume::HOST_VOLUME_MODE.into(),
-            bound.spec.as_ref().and_then(|s| s.volume_mode.clone()).unwrap_or_else(|| "Filesystem".into()),
-        );
+        volume_context.insert(contexts::volume::HOST_VOLUME_MODE.into(), volume_mode(&bound).to_string());
         Ok(csi::CreateVolumeResponse {
             volume: Some(csi::Volume {
                 capacity_bytes: capacity as i64,
@@ -475,18 +445,14 @@ impl ControllerService {
             .get_backup(namespace, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("backup {namespace}/{name} not found")))?;
-        let size = crate::host::pvc::quantity_bytes(&Quantity(
-            str_at(&backup, "/status/sourceSpec/resources/requests/storage").to_string(),
-        ))
-        .unwrap_or(0);
+        let size = backup.source_size_bytes().unwrap_or(0);
         if r.limit > 0 && size > r.limit {
             return Err(Error::OutOfRange(format!(
                 "backup {namespace}/{name} needs {size} bytes, above the limit {}",
                 r.limit
             )));
         }
-        let (labels, _) = self.ownership(r);
-        self.host.create_restore(&r.name, &format!("{namespace}/{name}"), json!(labels)).await?;
+        self.host.create_restore(&r.name, &format!("{namespace}/{name}"), &self.ownership(r)).await?;
         // The host creates the PVC some time after the restore: not there yet is not an answer.
         let what = format!("restore of backup {namespace}/{name}");
         self.host.wait_pvc_bound(&r.name, deadline, &what).await
@@ -515,8 +481,8 @@ impl ControllerService {
         let Some(pvc) = self.host.get_pvc(&id).await? else { return Ok(csi::DeleteVolumeResponse {}) };
         let shared = crate::host::pvc::is_nfs_export(&pvc);
         if shared {
-            if let Some(pv) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) {
-                match self.host.delete_nfs(&pv).await {
+            if let Some(pv) = host_pv_name(&pvc) {
+                match self.host.delete_nfs(pv).await {
                     Ok(()) => {}
                     // No NFS access (RWX off): there is no export object to remove.
                     Err(e) if e.is_forbidden() => {}

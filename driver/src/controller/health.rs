@@ -7,7 +7,7 @@ use csi_proto::csi::v1 as csi;
 
 use super::ControllerService;
 use crate::error::{Error, Result};
-use crate::host::{str_at, Feature};
+use crate::host::Feature;
 use crate::names;
 
 fn entry(kind: Kind, reason: &str, message: String) -> VolumeHealthEntry {
@@ -20,17 +20,16 @@ impl ControllerService {
         let pvc = self.host.get_pvc(id).await?.ok_or_else(|| Error::NotFound(format!("volume {id} not found")))?;
         for a in self.host.attachments(id).await? {
             if let Some(s) = &a.status {
-                let reason = str_at(s, "/reason");
-                if reason.starts_with("Failed") {
+                if s.reason().starts_with("Failed") {
                     statuses.push(entry(
                         Kind::Inaccessible,
                         "HotplugFailed",
-                        format!("VM {}: {} ({})", a.vm, str_at(s, "/message"), reason),
+                        format!("VM {}: {} ({})", a.vm, s.message(), s.reason()),
                     ));
                 }
             }
         }
-        let pv = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+        let pv = crate::host::pvc::host_pv_name(&pvc).unwrap_or_default().to_string();
         if !pv.is_empty() && self.host.features.enabled(Feature::LonghornVolumeStatus) {
             if let Some(robustness) = self.host.longhorn_robustness(&pv).await? {
                 match robustness.as_str() {
@@ -50,12 +49,12 @@ impl ControllerService {
         }
         if !pv.is_empty() && self.host.features.enabled(Feature::Rwx) {
             if let Some(nfs) = self.host.get_nfs(&pv).await? {
-                let export = crate::host::nfs::export_of(&nfs);
+                let export = nfs.export();
                 if export.desired_enabled && !export.ready {
                     statuses.push(entry(
                         Kind::Inaccessible,
                         "ExportNotReady",
-                        format!("NFS export of {pv} is not ready ({})", str_at(&nfs, "/status/state")),
+                        format!("NFS export of {pv} is not ready ({})", nfs.state()),
                     ));
                 }
             }

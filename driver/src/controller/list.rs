@@ -2,11 +2,13 @@
 //! pagination they share with ListSnapshots.
 
 use csi_proto::csi::v1 as csi;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 
 use super::ControllerService;
 use crate::capabilities::shape_of;
 use crate::error::{Error, Result};
-use crate::host::pvc::pvc_capacity;
+use crate::host::labels::owned_volumes_selector;
+use crate::host::pvc::{host_pv_name, is_nfs_export, pvc_capacity};
 use crate::names;
 
 /// Splits a sorted list into one page; the token is the index of the next entry.
@@ -37,8 +39,8 @@ struct SharedPublications {
 }
 
 impl SharedPublications {
-    async fn read(c: &ControllerService, pvcs: &[k8s_openapi::api::core::v1::PersistentVolumeClaim]) -> Result<Self> {
-        let any_shared = pvcs.iter().any(crate::host::pvc::is_nfs_export);
+    async fn read(c: &ControllerService, pvcs: &[PersistentVolumeClaim]) -> Result<Self> {
+        let any_shared = pvcs.iter().any(is_nfs_export);
         if !any_shared {
             return Ok(Self { ready: Default::default(), all_vms: None, guest: None });
         }
@@ -51,12 +53,12 @@ impl SharedPublications {
     }
 
     /// `None` for a volume that is not an NFS export.
-    fn nodes_of(&self, pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Option<Vec<String>> {
-        if !crate::host::pvc::is_nfs_export(pvc) {
+    fn nodes_of(&self, pvc: &PersistentVolumeClaim) -> Option<Vec<String>> {
+        if !is_nfs_export(pvc) {
             return None;
         }
-        let pv = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
-        if !self.ready.contains(&pv) {
+        let pv = host_pv_name(pvc).unwrap_or_default();
+        if !self.ready.contains(pv) {
             return Some(Vec::new());
         }
         let volume = pvc.metadata.name.clone().unwrap_or_default();
@@ -75,7 +77,7 @@ impl ControllerService {
         if req.max_entries < 0 {
             return Err(Error::InvalidArgument("max_entries must not be negative".into()));
         }
-        let selector = names::owned_volumes_selector(self.settings.cluster_id.as_deref());
+        let selector = owned_volumes_selector(self.settings.cluster_id.as_deref());
         let mut pvcs = self.host.list_pvcs(&selector).await?;
         pvcs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let (page, next_token) = paginate(pvcs, &req.starting_token, req.max_entries)?;
@@ -140,7 +142,7 @@ impl ControllerService {
             .get_pvc(&req.volume_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("volume {} not found", req.volume_id)))?;
-        let shared_volume = crate::host::pvc::is_nfs_export(&pvc);
+        let shared_volume = is_nfs_export(&pvc);
         for cap in &req.volume_capabilities {
             let shape = match shape_of(cap) {
                 Ok(s) => s,

@@ -11,12 +11,12 @@ use super::ControllerService;
 use crate::capabilities::shape_of;
 use crate::contexts::publish as publish_context;
 use crate::error::{Error, Result};
-use crate::host::kubevirt::{Attachment, DiskSpec};
+use crate::host::kubevirt::{Attachment, DiskSpec, Vm};
 use crate::host::Feature;
 use crate::names;
 
 fn host_pv(pvc: &PersistentVolumeClaim) -> String {
-    pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default()
+    crate::host::pvc::host_pv_name(pvc).unwrap_or_default().to_string()
 }
 
 impl ControllerService {
@@ -81,15 +81,7 @@ impl ControllerService {
                 )));
             }
         } else {
-            let hotplugged = vm_obj
-                .pointer("/spec/template/spec/volumes")
-                .and_then(|v| v.as_array())
-                .map(|vols| {
-                    vols.iter()
-                        .filter(|v| v.pointer("/persistentVolumeClaim/hotpluggable") == Some(&serde_json::json!(true)))
-                        .count()
-                })
-                .unwrap_or(0);
+            let hotplugged = vm_obj.hotplugged_volumes().count();
             let limit = self.settings.max_volumes_per_node;
             if limit > 0 && hotplugged as i64 >= limit {
                 return Err(Error::ResourceExhausted(format!(
@@ -125,11 +117,11 @@ impl ControllerService {
     /// would boot with it later although another node may own the volume by
     /// then, and waiting for it to become Ready would hold the volume's guard
     /// against the detach a failover needs. The attacher retries with backoff.
-    fn refuse_unless_running(&self, id: &str, vm: &str, vm_obj: &serde_json::Value) -> Result<()> {
-        if !crate::host::kubevirt::vm_is_running(vm_obj) {
+    fn refuse_unless_running(&self, id: &str, vm: &str, vm_obj: &Vm) -> Result<()> {
+        if !vm_obj.is_running() {
             return Err(Error::FailedPrecondition(format!(
                 "VM {vm} is not running ({}): not publishing volume {id} to it",
-                crate::host::kubevirt::vm_status(vm_obj)
+                vm_obj.status_for_messages()
             )));
         }
         if self.guest.as_ref().is_some_and(|g| g.node_out_of_service(vm)) {

@@ -3,81 +3,48 @@
 //! instead of failing; listing is paginated over both kinds together.
 
 use csi_proto::csi::v1 as csi;
-use serde_json::{json, Value};
 
 use super::ControllerService;
 use crate::error::{Error, Result};
-use crate::host::pvc::{pvc_capacity, quantity_bytes};
-use crate::host::{str_at, Feature};
-use crate::names::{self, keys, SnapshotId};
+use crate::host::labels::Ownership;
+use crate::host::pvc::{pvc_capacity, storage_class};
+use crate::host::snapshots::{HostSnapshot, RemoteBackup};
+use crate::host::Feature;
+use crate::names::{self, SnapshotId};
 
 const TYPE_PARAM: &str = "type";
 
-fn timestamp(rfc3339: &str) -> Option<prost_types::Timestamp> {
-    let t: jiff::Timestamp = rfc3339.parse().ok()?;
-    Some(prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() })
+fn timestamp(t: Option<jiff::Timestamp>) -> Option<prost_types::Timestamp> {
+    t.map(|t| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() })
 }
 
-fn label<'a>(obj: &'a Value, key: &str) -> &'a str {
-    str_at(obj, &format!("/metadata/labels/{}", key.replace('/', "~1")))
-}
-
-fn local_snapshot(vs: &Value) -> csi::Snapshot {
-    let size = quantity_bytes(&k8s_openapi::apimachinery::pkg::api::resource::Quantity(
-        str_at(vs, "/status/restoreSize").to_string(),
-    ))
-    .unwrap_or(0);
-    let created = str_at(vs, "/status/creationTime");
+fn local_snapshot(vs: &HostSnapshot) -> csi::Snapshot {
     csi::Snapshot {
-        size_bytes: size as i64,
-        snapshot_id: str_at(vs, "/metadata/name").to_string(),
-        source_volume_id: str_at(vs, "/spec/source/persistentVolumeClaimName").to_string(),
-        creation_time: timestamp(if created.is_empty() { str_at(vs, "/metadata/creationTimestamp") } else { created }),
-        ready_to_use: vs.pointer("/status/readyToUse") == Some(&json!(true)),
+        size_bytes: vs.restore_size_bytes().unwrap_or(0) as i64,
+        snapshot_id: vs.name().to_string(),
+        source_volume_id: vs.source_volume().to_string(),
+        creation_time: timestamp(vs.creation_time()),
+        ready_to_use: vs.ready_to_use(),
         group_snapshot_id: String::new(),
         accessible_topology: vec![],
     }
 }
 
-fn backup_snapshot(vrb: &Value) -> csi::Snapshot {
-    let size = quantity_bytes(&k8s_openapi::apimachinery::pkg::api::resource::Quantity(
-        str_at(vrb, "/status/sourceSpec/resources/requests/storage").to_string(),
-    ))
-    .unwrap_or(0);
+fn backup_snapshot(vrb: &RemoteBackup) -> csi::Snapshot {
     csi::Snapshot {
-        size_bytes: size as i64,
-        snapshot_id: SnapshotId::Backup {
-            namespace: str_at(vrb, "/metadata/namespace").into(),
-            name: str_at(vrb, "/metadata/name").into(),
-        }
-        .render(),
-        source_volume_id: str_at(vrb, "/spec/source").to_string(),
-        creation_time: timestamp(str_at(vrb, "/metadata/creationTimestamp")),
-        ready_to_use: vrb.pointer("/status/success") == Some(&json!(true)),
+        size_bytes: vrb.source_size_bytes().unwrap_or(0) as i64,
+        snapshot_id: SnapshotId::Backup { namespace: vrb.namespace().into(), name: vrb.name().into() }.render(),
+        source_volume_id: vrb.source_volume().to_string(),
+        creation_time: timestamp(vrb.creation_time()),
+        ready_to_use: vrb.succeeded(),
         group_snapshot_id: String::new(),
         accessible_topology: vec![],
     }
 }
 
 impl ControllerService {
-    fn owner_labels(&self) -> serde_json::Map<String, Value> {
-        let mut labels = serde_json::Map::new();
-        labels.insert(keys::MANAGED_BY.into(), json!(keys::MANAGED_BY_VALUE));
-        if let Some(id) = &self.settings.cluster_id {
-            labels.insert(keys::GUEST_CLUSTER.into(), json!(names::label_value(id)));
-        }
-        labels
-    }
-
-    /// The host VolumeSnapshotClass for a provisioner, from Harvester's `csi-driver-config`.
-    async fn snapshot_class_for(&self, provisioner: &str) -> Result<Option<String>> {
-        let Some(config) = self.host.setting("csi-driver-config").await? else { return Ok(None) };
-        let parsed: Value = serde_json::from_str(&config)
-            .map_err(|e| Error::Internal(format!("Harvester setting csi-driver-config is not JSON: {e}")))?;
-        Ok(parsed
-            .pointer(&format!("/{}/volumeSnapshotClassName", provisioner.replace('/', "~1")))
-            .and_then(Value::as_str)
-            .map(String::from))
+    fn owner(&self) -> Ownership {
+        Ownership::of_cluster(self.settings.cluster_id.as_deref())
     }
 
     pub(super) async fn create_snapshot_impl(
@@ -114,33 +81,13 @@ impl ControllerService {
                 let vs = match self.host.get_snapshot(&req.name).await? {
                     Some(vs) => vs,
                     None => {
-                        let sc = source.spec.as_ref().and_then(|s| s.storage_class_name.clone()).unwrap_or_default();
-                        let provisioner = match self.host.get_storage_class(&sc).await {
+                        let sc = storage_class(&source).unwrap_or_default();
+                        let provisioner = match self.host.get_storage_class(sc).await {
                             Ok(Some(c)) => c.provisioner,
                             _ => crate::host::LONGHORN_PROVISIONER.to_string(),
                         };
-                        let class = self.snapshot_class_for(&provisioner).await?;
-                        let mut labels = self.owner_labels();
-                        labels.insert(keys::SNAP_HOST_SC.into(), json!(sc));
-                        labels.insert(
-                            keys::SNAP_HOST_VOLUME_MODE.into(),
-                            json!(source
-                                .spec
-                                .as_ref()
-                                .and_then(|s| s.volume_mode.clone())
-                                .unwrap_or_else(|| "Block".into())),
-                        );
-                        let mut spec = json!({"source": {"persistentVolumeClaimName": req.source_volume_id}});
-                        if let Some(c) = class {
-                            spec["volumeSnapshotClassName"] = json!(c);
-                        }
-                        self.host
-                            .create_snapshot(json!({
-                                "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-                                "metadata": {"name": req.name, "namespace": self.host.namespace, "labels": labels},
-                                "spec": spec,
-                            }))
-                            .await?
+                        let class = self.host.snapshot_class_for(&provisioner).await?;
+                        self.host.create_snapshot(&req.name, &source, class.as_deref(), &self.owner()).await?
                     }
                 };
                 let mut s = local_snapshot(&vs);
@@ -162,17 +109,7 @@ impl ControllerService {
                     .map_err(Error::FailedPrecondition)?;
                 let vrb = match self.host.get_backup(&self.host.namespace, &req.name).await? {
                     Some(b) => b,
-                    None => {
-                        let mut labels = self.owner_labels();
-                        labels.insert(keys::BACKUP_SOURCE_VOLUME.into(), json!(req.source_volume_id));
-                        self.host
-                            .create_backup(json!({
-                                "apiVersion": "harvesterhci.io/v1beta1", "kind": "VolumeRemoteBackup",
-                                "metadata": {"name": req.name, "namespace": self.host.namespace, "labels": labels},
-                                "spec": {"type": "lh", "source": req.source_volume_id},
-                            }))
-                            .await?
-                    }
+                    None => self.host.create_backup(&req.name, &req.source_volume_id, &self.owner()).await?,
                 };
                 let mut s = backup_snapshot(&vrb);
                 if s.source_volume_id != req.source_volume_id {
@@ -254,12 +191,7 @@ impl ControllerService {
         let mut all: Vec<csi::Snapshot> = Vec::new();
         if self.host.features.enabled(Feature::Snapshots) {
             all.extend(
-                self.host
-                    .list_snapshots()
-                    .await?
-                    .iter()
-                    .filter(|vs| !label(vs, keys::SNAP_HOST_SC).is_empty() || !label(vs, keys::MANAGED_BY).is_empty())
-                    .map(local_snapshot),
+                self.host.list_snapshots().await?.iter().filter(|vs| vs.is_guest_snapshot()).map(local_snapshot),
             );
         }
         if self.host.features.enabled(Feature::RemoteBackups) {

@@ -12,10 +12,11 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::host::{str_at, Host};
+use crate::host::kubevirt::{Disk, Volume};
+use crate::host::Host;
 use crate::names;
 
 const LEASE: &str = "harvester-csi-node-monitor";
@@ -102,8 +103,7 @@ fn vm_of(node: &Node) -> String {
 /// `None` when the host cannot be asked or has no such VM: a node this driver
 /// cannot map to a VM (another infrastructure, a deleted VM) is never tainted.
 async fn vm_healthy(host: &Host, vm: &str) -> Option<bool> {
-    let obj = host.get_vm(vm).await.ok()??;
-    Some(crate::host::kubevirt::vm_is_running(&obj))
+    Some(host.get_vm(vm).await.ok()??.is_running())
 }
 
 /// Whether a serial-less hot-plugged disk is a volume of this driver that the
@@ -112,12 +112,11 @@ async fn vm_healthy(host: &Host, vm: &str) -> Option<bool> {
 /// disk a human added has no such PV and stays.
 async fn upstream_attached_ours(
     pvs: &Api<PersistentVolume>,
-    volume: &Value,
-    disk: Option<&Value>,
+    volume: &Volume,
+    disk: Option<&Disk>,
 ) -> kube::Result<bool> {
-    let name = str_at(volume, "/name");
-    let upstream_shape = disk.is_some_and(|d| str_at(d, "/serial").is_empty())
-        && str_at(volume, "/persistentVolumeClaim/claimName") == name;
+    let name = volume.name();
+    let upstream_shape = disk.is_some_and(|d| d.serial().is_empty()) && volume.claim() == name;
     if !upstream_shape {
         return Ok(false);
     }
@@ -173,17 +172,11 @@ async fn reconcile(
         (false, false, true) if ours => {
             // Free this driver's disks from the dead VM so they can attach elsewhere.
             if let Some(vm_obj) = host.get_vm(&vm).await? {
-                for v in vm_obj.pointer("/spec/template/spec/volumes").and_then(|v| v.as_array()).into_iter().flatten()
-                {
-                    let vol = str_at(v, "/name");
-                    let hot =
-                        v.pointer("/persistentVolumeClaim/hotpluggable").and_then(|h| h.as_bool()).unwrap_or(false);
-                    let disk = vm_obj
-                        .pointer("/spec/template/spec/domain/devices/disks")
-                        .and_then(|d| d.as_array())
-                        .and_then(|d| d.iter().find(|x| str_at(x, "/name") == vol));
-                    let serial_ours = disk.is_some_and(|x| str_at(x, "/serial") == names::disk_serial(vol));
-                    if hot && (serial_ours || upstream_attached_ours(pvs, v, disk).await?) {
+                for v in vm_obj.hotplugged_volumes() {
+                    let vol = v.name();
+                    let disk = vm_obj.template_disk(vol);
+                    let serial_ours = disk.is_some_and(|d| d.serial() == names::disk_serial(vol));
+                    if serial_ours || upstream_attached_ours(pvs, v, disk).await? {
                         host.unplug(&vm, vol).await?;
                         tracing::warn!(vm = %vm, volume = vol, "removed volume from dead VM");
                     }

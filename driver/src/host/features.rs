@@ -18,8 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::retry::{retry_transient, PROBE_BUDGET};
 use super::settings::is_at_least;
 use super::{
-    longhorn_volume_resource, nfs_resource, snapshot_resource, str_at, vrb_resource, Host, LONGHORN_NAMESPACE,
-    NFS_NAMESPACE,
+    longhorn_volume_resource, nfs_resource, snapshot_resource, vrb_resource, Host, LONGHORN_NAMESPACE, NFS_NAMESPACE,
 };
 use crate::error::Error;
 
@@ -323,9 +322,11 @@ impl Host {
             Ok(l) => l,
             Err(e) => return outcome(Err(e), "list virtualmachineinstances.kubevirt.io"),
         };
-        let Some(node) =
-            vmis.items.first().map(|v| str_at(&v.data, "/status/nodeName").to_string()).filter(|n| !n.is_empty())
-        else {
+        let vmi = match vmis.items.first().map(super::kubevirt::vmi_of).transpose() {
+            Ok(vmi) => vmi,
+            Err(e) => return outcome(Err(e), "read virtualmachineinstances.kubevirt.io"),
+        };
+        let Some(node) = vmi.as_ref().map(|v| v.node_name().to_string()).filter(|n| !n.is_empty()) else {
             return FeatureStatus::on();
         };
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());

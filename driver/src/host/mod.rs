@@ -7,15 +7,17 @@ pub mod cluster_identity;
 pub mod credentials;
 pub mod features;
 pub mod kubevirt;
+pub mod labels;
 pub mod nfs;
 pub mod pvc;
 pub mod retry;
 pub mod settings;
+mod shape;
 pub mod snapshots;
 pub mod topology;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant as StdInstant;
 
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -178,6 +180,32 @@ where
     }
 }
 
+/// [`wait_for`] over a typed view of a dynamic object: `done` sees the object as `parse`
+/// reads it. An object the driver cannot read ends the wait with that error instead of
+/// waiting out the deadline. Returns the last object seen.
+async fn wait_typed<T>(
+    api: Api<DynamicObject>,
+    name: &str,
+    deadline: Instant,
+    what: &str,
+    parse: impl Fn(&DynamicObject) -> Result<T>,
+    done: impl Fn(Option<&T>) -> bool,
+) -> Result<Option<T>> {
+    let unreadable: Mutex<Option<Error>> = Mutex::new(None);
+    let found = wait_for(api, name, deadline, what, |o| match o.map(&parse).transpose() {
+        Ok(t) => done(t.as_ref()),
+        Err(e) => {
+            *unreadable.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+            true
+        }
+    })
+    .await?;
+    if let Some(e) = unreadable.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(e);
+    }
+    found.as_ref().map(parse).transpose()
+}
+
 /// Watch failures another watch would not fix: denied, or a resource the host does not serve.
 fn watch_failure_is_permanent(e: &kube::runtime::wait::Error) -> bool {
     use kube::runtime::watcher::Error as W;
@@ -195,8 +223,3 @@ fn watch_failure_is_permanent(e: &kube::runtime::wait::Error) -> bool {
 
 /// Pause before watching again after a failed watch.
 const WATCH_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// `obj[pointer]` as a string ("" when absent).
-pub fn str_at<'a>(obj: &'a serde_json::Value, pointer: &str) -> &'a str {
-    obj.pointer(pointer).and_then(serde_json::Value::as_str).unwrap_or("")
-}

@@ -1,10 +1,12 @@
 //! Harvester NetworkFilesystem objects: the RWX export of a Longhorn volume.
 
-use kube::api::{Patch, PatchParams, PostParams};
-use serde_json::{json, Value};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use serde::Deserialize;
+use serde_json::json;
 use tokio::time::Instant;
 
-use super::{nfs_resource, str_at, wait_for, Host, NFS_NAMESPACE};
+use super::shape::{or_default, typed};
+use super::{nfs_resource, wait_typed, Host, NFS_NAMESPACE};
 use crate::error::{Error, Result};
 
 /// The export as the guest mounts it.
@@ -20,33 +22,72 @@ pub struct Export {
 /// Longhorn's RWX mount defaults, used when the host class gave no `nfsOptions` (upstream uses `vers=4`).
 pub const DEFAULT_NFS_OPTIONS: &str = "vers=4";
 
-pub fn export_of(nfs: &Value) -> Export {
-    let opts = str_at(nfs, "/status/mountOpts");
-    Export {
-        endpoint: str_at(nfs, "/status/endpoint").to_string(),
-        path: format!("/{}", str_at(nfs, "/spec/networkFSName")),
-        options: if opts.is_empty() { DEFAULT_NFS_OPTIONS.into() } else { opts.to_string() },
-        ready: str_at(nfs, "/status/status") == "Ready" && str_at(nfs, "/status/state") == "Enabled",
-        desired_enabled: str_at(nfs, "/spec/desiredState") == "Enabled",
+/// The parts of a NetworkFilesystem (harvesterhci.io/v1beta1) this driver reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetworkFilesystem {
+    #[serde(default, deserialize_with = "or_default")]
+    spec: NfsSpec,
+    #[serde(default, deserialize_with = "or_default")]
+    status: NfsStatus,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NfsSpec {
+    #[serde(rename = "networkFSName")]
+    network_fs_name: Option<String>,
+    desired_state: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NfsStatus {
+    endpoint: Option<String>,
+    mount_opts: Option<String>,
+    /// Endpoint readiness: `Ready`, `NotReady`, …
+    status: Option<String>,
+    /// `Enabled`, `Enabling`, `Disabled`, …
+    state: Option<String>,
+}
+
+fn text(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("")
+}
+
+impl NetworkFilesystem {
+    /// The export state the networkfs-manager reports (`Enabled`, `Enabling`, …; "" when unset).
+    pub fn state(&self) -> &str {
+        text(&self.status.state)
+    }
+
+    pub fn export(&self) -> Export {
+        let opts = text(&self.status.mount_opts);
+        Export {
+            endpoint: text(&self.status.endpoint).to_string(),
+            path: format!("/{}", text(&self.spec.network_fs_name)),
+            options: if opts.is_empty() { DEFAULT_NFS_OPTIONS.into() } else { opts.to_string() },
+            ready: text(&self.status.status) == "Ready" && self.state() == "Enabled",
+            desired_enabled: text(&self.spec.desired_state) == "Enabled",
+        }
     }
 }
 
+fn nfs_of(obj: &DynamicObject) -> Result<NetworkFilesystem> {
+    typed(obj, "NetworkFilesystem")
+}
+
 impl Host {
-    fn nfs_api(&self) -> kube::Api<kube::api::DynamicObject> {
+    fn nfs_api(&self) -> kube::Api<DynamicObject> {
         self.dynamic(&nfs_resource(), Some(NFS_NAMESPACE))
     }
 
-    pub async fn get_nfs(&self, pv: &str) -> Result<Option<Value>> {
-        Ok(self.call_opt("get networkfilesystem", self.nfs_api().get(pv)).await?.map(|o| {
-            let mut v = o.data.clone();
-            v["metadata"] = serde_json::to_value(&o.metadata).unwrap_or(Value::Null);
-            v
-        }))
+    pub async fn get_nfs(&self, pv: &str) -> Result<Option<NetworkFilesystem>> {
+        self.call_opt("get networkfilesystem", self.nfs_api().get(pv)).await?.as_ref().map(nfs_of).transpose()
     }
 
     /// Creates the export object, Disabled; present already is fine.
     pub async fn ensure_nfs(&self, pv: &str) -> Result<()> {
-        let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+        let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "harvesterhci.io/v1beta1", "kind": "NetworkFilesystem",
             "metadata": {"name": pv, "namespace": NFS_NAMESPACE},
             "spec": {"networkFSName": pv, "desiredState": "Disabled", "provisioner": "Longhorn"},
@@ -73,26 +114,60 @@ impl Host {
     /// Host PVs whose export is enabled and ready: every VM can mount those.
     pub async fn ready_exports(&self) -> Result<std::collections::BTreeSet<String>> {
         let list = self.call("list networkfilesystems", self.nfs_api().list(&Default::default())).await?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter(|o| {
-                let export = export_of(&o.data);
-                export.ready && export.desired_enabled
-            })
-            .filter_map(|o| o.metadata.name)
-            .collect())
+        let mut ready = std::collections::BTreeSet::new();
+        for obj in &list.items {
+            let export = nfs_of(obj)?.export();
+            if let (true, Some(name)) = (export.ready && export.desired_enabled, &obj.metadata.name) {
+                ready.insert(name.clone());
+            }
+        }
+        Ok(ready)
     }
 
     /// Watches until the export is Enabled and Ready.
     pub async fn wait_nfs_ready(&self, pv: &str, deadline: Instant) -> Result<Export> {
-        let found = wait_for(self.nfs_api(), pv, deadline, &format!("NFS export {pv} to become ready"), |o| {
-            o.is_some_and(|n| export_of(&n.data).ready)
-        })
-        .await?;
-        let obj = found.ok_or_else(|| Error::NotFound(format!("NetworkFilesystem {pv} disappeared")))?;
-        let mut v = obj.data.clone();
-        v["spec"] = obj.data.get("spec").cloned().unwrap_or(Value::Null);
-        Ok(export_of(&v))
+        let what = format!("NFS export {pv} to become ready");
+        let found =
+            wait_typed(self.nfs_api(), pv, deadline, &what, nfs_of, |o| o.is_some_and(|n| n.export().ready)).await?;
+        let nfs = found.ok_or_else(|| Error::NotFound(format!("NetworkFilesystem {pv} disappeared")))?;
+        Ok(nfs.export())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::Value;
+
+    fn export(v: Value) -> (Export, String) {
+        let nfs: NetworkFilesystem = serde_json::from_value(v).expect("NetworkFilesystem fixture parses");
+        (nfs.export(), nfs.state().to_string())
+    }
+
+    #[rstest]
+    #[case::enabled_ready(
+        json!({"spec": {"networkFSName": "pvc-1", "desiredState": "Enabled"},
+               "status": {"endpoint": "10.0.0.5", "mountOpts": "vers=4.1,soft", "status": "Ready", "state": "Enabled"}}),
+        Export { endpoint: "10.0.0.5".into(), path: "/pvc-1".into(), options: "vers=4.1,soft".into(), ready: true, desired_enabled: true },
+        "Enabled")]
+    #[case::enabling(
+        json!({"spec": {"networkFSName": "pvc-1", "desiredState": "Enabled"},
+               "status": {"endpoint": "", "mountOpts": "", "status": "NotReady", "state": "Enabling"}}),
+        Export { endpoint: "".into(), path: "/pvc-1".into(), options: DEFAULT_NFS_OPTIONS.into(), ready: false, desired_enabled: true },
+        "Enabling")]
+    #[case::ready_endpoint_but_disabled(
+        json!({"spec": {"networkFSName": "pvc-1", "desiredState": "Disabled"}, "status": {"status": "Ready", "state": "Disabled"}}),
+        Export { endpoint: "".into(), path: "/pvc-1".into(), options: DEFAULT_NFS_OPTIONS.into(), ready: false, desired_enabled: false },
+        "Disabled")]
+    #[case::fresh_without_status(
+        json!({"spec": {"networkFSName": "pvc-1", "desiredState": "Disabled"}, "status": null}),
+        Export { endpoint: "".into(), path: "/pvc-1".into(), options: DEFAULT_NFS_OPTIONS.into(), ready: false, desired_enabled: false },
+        "")]
+    #[case::empty(json!({}),
+        Export { endpoint: "".into(), path: "/".into(), options: DEFAULT_NFS_OPTIONS.into(), ready: false, desired_enabled: false },
+        "")]
+    fn exports(#[case] v: Value, #[case] want: Export, #[case] state: &str) {
+        assert_eq!(export(v), (want, state.to_string()));
     }
 }

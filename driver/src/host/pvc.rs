@@ -1,13 +1,18 @@
 //! Host PVCs (one per guest volume) and StorageClasses.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::{StorageClass, VolumeAttachment};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{str_at, wait_for, Host};
+use super::labels::keys;
+use super::shape::{or_default, typed};
+use super::{wait_for, Host};
 use crate::error::{Error, Result};
 
 /// Bytes of a Kubernetes quantity (storage sizes only; fractions round up).
@@ -54,20 +59,51 @@ pub fn pvc_request(pvc: &PersistentVolumeClaim) -> u64 {
         .unwrap_or(0)
 }
 
+/// The annotations recording a new host PVC's shape, read back by [`is_nfs_export`]:
+/// whether it is an NFS export, and whether Harvester should prepare a VM disk image
+/// on its filesystem (non-Longhorn Filesystem volumes).
+pub fn shape_annotations(shared: bool, disk_image_for_vm: bool) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(keys::SHARED.to_string(), shared.to_string())]);
+    if disk_image_for_vm {
+        annotations.insert(keys::VOLUME_FOR_VM.into(), "true".into());
+    }
+    annotations
+}
+
 /// Whether a host PVC is an NFS export (RWX) rather than a disk for a VM.
 /// This driver records it at creation; for volumes made by the upstream
 /// driver the shape decides (Filesystem + RWX and no VM disk image).
 pub fn is_nfs_export(pvc: &PersistentVolumeClaim) -> bool {
     let annotations = pvc.metadata.annotations.as_ref();
-    match annotations.and_then(|a| a.get(crate::names::keys::SHARED)).map(String::as_str) {
+    match annotations.and_then(|a| a.get(keys::SHARED)).map(String::as_str) {
         Some(v) => v == "true",
         None => {
             pvc.spec.as_ref().is_some_and(|s| {
                 s.volume_mode.as_deref() == Some("Filesystem")
                     && s.access_modes.as_ref().is_some_and(|m| m.iter().any(|x| x == "ReadWriteMany"))
-            }) && annotations.is_none_or(|a| !a.contains_key(crate::names::keys::VOLUME_FOR_VM))
+            }) && annotations.is_none_or(|a| !a.contains_key(keys::VOLUME_FOR_VM))
         }
     }
+}
+
+/// The host PV bound to a host PVC (the name of its Longhorn volume and NFS export).
+pub fn host_pv_name(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref())
+}
+
+/// The StorageClass a host PVC asked for (`None` for the cluster default).
+pub fn storage_class(pvc: &PersistentVolumeClaim) -> Option<&str> {
+    pvc.spec.as_ref().and_then(|s| s.storage_class_name.as_deref())
+}
+
+/// A host PVC's volume mode; Kubernetes defaults an unset one to Filesystem.
+pub fn volume_mode(pvc: &PersistentVolumeClaim) -> &str {
+    pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref()).unwrap_or("Filesystem")
+}
+
+/// Whether a host StorageClass is marked as the cluster default.
+pub fn is_default_class(sc: &StorageClass) -> bool {
+    sc.metadata.annotations.as_ref().and_then(|a| a.get(keys::DEFAULT_CLASS)).map(String::as_str) == Some("true")
 }
 
 /// Whether `name` is the external-provisioner's `pvc-<uuid>` (how every upstream volume is named).
@@ -86,7 +122,7 @@ fn is_provisioner_name(name: &str) -> bool {
 /// ever adopted; anything else keeps whatever it is.
 pub fn looks_like_upstream_volume(pvc: &PersistentVolumeClaim) -> bool {
     let meta = &pvc.metadata;
-    let unowned = meta.labels.as_ref().is_none_or(|l| !l.contains_key(crate::names::keys::MANAGED_BY))
+    let unowned = meta.labels.as_ref().is_none_or(|l| !l.contains_key(keys::MANAGED_BY))
         && meta.owner_references.as_ref().is_none_or(Vec::is_empty)
         && meta.deletion_timestamp.is_none();
     let shape = pvc.spec.as_ref().is_some_and(|s| {
@@ -98,6 +134,25 @@ pub fn looks_like_upstream_volume(pvc: &PersistentVolumeClaim) -> bool {
 
 pub fn pvc_phase(pvc: &PersistentVolumeClaim) -> &str {
     pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+/// The part of a Longhorn Volume (longhorn.io/v1beta2) this driver reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct LonghornVolume {
+    #[serde(default, deserialize_with = "or_default")]
+    status: LonghornVolumeStatus,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct LonghornVolumeStatus {
+    robustness: Option<String>,
+}
+
+impl LonghornVolume {
+    /// `healthy`, `degraded`, `faulted`, `unknown` ("" when unset).
+    fn robustness(&self) -> &str {
+        self.status.robustness.as_deref().unwrap_or("")
+    }
 }
 
 impl Host {
@@ -185,7 +240,10 @@ impl Host {
     pub async fn longhorn_robustness(&self, pv: &str) -> Result<Option<String>> {
         let api = self.dynamic(&super::longhorn_volume_resource(), Some(super::LONGHORN_NAMESPACE));
         let volume = self.call_opt("get longhorn volume", api.get(pv)).await?;
-        Ok(volume.map(|v| str_at(&v.data, "/status/robustness").to_string()))
+        Ok(volume
+            .map(|v| typed::<LonghornVolume>(&v, "Longhorn Volume"))
+            .transpose()?
+            .map(|v| v.robustness().to_string()))
     }
 
     pub async fn get_storage_class(&self, name: &str) -> Result<Option<StorageClass>> {
@@ -224,6 +282,70 @@ mod tests {
     #[case("junk", None)]
     fn quantities(#[case] q: &str, #[case] want: Option<u64>) {
         assert_eq!(quantity_bytes(&Quantity(q.into())), want);
+    }
+
+    fn pvc(v: serde_json::Value) -> PersistentVolumeClaim {
+        serde_json::from_value(v).expect("PVC fixture parses")
+    }
+
+    #[rstest]
+    #[case::disk(shape_annotations(false, false), false)]
+    #[case::disk_image_on_a_filesystem(shape_annotations(false, true), false)]
+    #[case::export(shape_annotations(true, false), true)]
+    fn the_recorded_shape_decides(#[case] annotations: BTreeMap<String, String>, #[case] nfs: bool) {
+        // An RWX Filesystem spec that would read as an export without the record.
+        let mut p = pvc(json!({"spec": {"volumeMode": "Filesystem", "accessModes": ["ReadWriteMany"]}}));
+        p.metadata.annotations = Some(annotations);
+        assert_eq!(is_nfs_export(&p), nfs);
+    }
+
+    #[rstest]
+    #[case::rwx_filesystem(json!({"spec": {"volumeMode": "Filesystem", "accessModes": ["ReadWriteMany"]}}), true)]
+    #[case::rwx_block(json!({"spec": {"volumeMode": "Block", "accessModes": ["ReadWriteMany"]}}), false)]
+    #[case::rwo_filesystem(json!({"spec": {"volumeMode": "Filesystem", "accessModes": ["ReadWriteOnce"]}}), false)]
+    #[case::rwx_filesystem_vm_image(json!({"metadata": {"annotations": {"harvesterhci.io/volumeForVirtualMachine": "true"}},
+        "spec": {"volumeMode": "Filesystem", "accessModes": ["ReadWriteMany"]}}), false)]
+    #[case::no_spec(json!({}), false)]
+    fn upstream_volumes_are_told_by_their_shape(#[case] v: serde_json::Value, #[case] nfs: bool) {
+        assert_eq!(is_nfs_export(&pvc(v)), nfs);
+    }
+
+    #[rstest]
+    #[case::bound(json!({"spec": {"volumeName": "pvc-1234"}}), Some("pvc-1234"))]
+    #[case::unbound(json!({"spec": {}}), None)]
+    #[case::no_spec(json!({}), None)]
+    fn host_pvs(#[case] v: serde_json::Value, #[case] want: Option<&str>) {
+        assert_eq!(host_pv_name(&pvc(v)), want);
+    }
+
+    #[rstest]
+    #[case::block(json!({"spec": {"volumeMode": "Block", "storageClassName": "longhorn"}}), "Block", Some("longhorn"))]
+    #[case::filesystem(json!({"spec": {"volumeMode": "Filesystem"}}), "Filesystem", None)]
+    #[case::unset_mode_is_filesystem(json!({"spec": {}}), "Filesystem", None)]
+    #[case::no_spec(json!({}), "Filesystem", None)]
+    fn modes_and_classes(#[case] v: serde_json::Value, #[case] mode: &str, #[case] class: Option<&str>) {
+        let p = pvc(v);
+        assert_eq!((volume_mode(&p), storage_class(&p)), (mode, class));
+    }
+
+    #[rstest]
+    #[case::default(json!({"storageclass.kubernetes.io/is-default-class": "true"}), true)]
+    #[case::not_default(json!({"storageclass.kubernetes.io/is-default-class": "false"}), false)]
+    #[case::unmarked(json!({}), false)]
+    fn default_classes(#[case] annotations: serde_json::Value, #[case] want: bool) {
+        let sc: StorageClass =
+            serde_json::from_value(json!({"metadata": {"name": "c", "annotations": annotations}, "provisioner": "p"}))
+                .expect("StorageClass fixture parses");
+        assert_eq!(is_default_class(&sc), want);
+    }
+
+    #[rstest]
+    #[case::faulted(json!({"status": {"robustness": "faulted", "state": "detached"}}), "faulted")]
+    #[case::no_status(json!({"spec": {"size": "1073741824"}}), "")]
+    #[case::null_status(json!({"status": null}), "")]
+    fn longhorn_robustness(#[case] v: serde_json::Value, #[case] want: &str) {
+        let volume: LonghornVolume = serde_json::from_value(v).expect("Longhorn Volume fixture parses");
+        assert_eq!(volume.robustness(), want);
     }
 
     const UPSTREAM: &str = "pvc-0b1c8a3e-51f2-4bd4-9a3c-6a1f0c0e8d11";

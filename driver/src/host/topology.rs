@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
-use super::{str_at, Feature, Host};
+use super::{Feature, Host};
 use crate::error::Result;
 
 /// Topology keys reported by NodeGetInfo from the host node's labels.
@@ -29,7 +29,7 @@ impl Host {
                 return Ok(BTreeMap::new());
             }
         };
-        let node = str_at(&vmi, "/status/nodeName").to_string();
+        let node = vmi.node_name().to_string();
         if node.is_empty() {
             return Ok(BTreeMap::new());
         }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::error::Result;
 use crate::host::nfs::Export;
+use crate::host::pvc::host_pv_name;
 use crate::host::Host;
 
 pub trait NodeHost: Send + Sync {
@@ -28,7 +29,7 @@ impl NodeHost for Host {
     }
 
     async fn host_pv_of(&self, volume: &str) -> Result<Option<String>> {
-        Ok(self.get_pvc(volume).await?.and_then(|p| p.spec.and_then(|s| s.volume_name)))
+        Ok(self.get_pvc(volume).await?.as_ref().and_then(host_pv_name).map(String::from))
     }
 
     async fn wait_export_ready(&self, pv: &str, deadline: Instant) -> Result<Export> {

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::host::kubevirt::Vmi;
 use crate::host::retry::{retry_transient, STARTUP_BUDGET};
-use crate::host::{str_at, Host};
+use crate::host::Host;
 
 /// MACs that identify nothing: loopback, and Calico's shared veth MAC (#6981).
 const IGNORED_MACS: &[&str] = &["00:00:00:00:00:00", "ee:ee:ee:ee:ee:ee"];
@@ -39,11 +40,11 @@ pub fn read_macs(root: &Path) -> Vec<String> {
 }
 
 /// Picks the VM from VMI objects (pure, for tests).
-pub fn match_vm(vmis: &[serde_json::Value], uuid: Option<&str>, macs: &[String]) -> Result<String> {
-    let name = |v: &serde_json::Value| str_at(v, "/metadata/name").to_string();
+pub fn match_vm(vmis: &[Vmi], uuid: Option<&str>, macs: &[String]) -> Result<String> {
+    let name = |v: &Vmi| v.name().to_string();
     if let Some(u) = uuid {
         let by_uuid: Vec<String> =
-            vmis.iter().filter(|v| str_at(v, "/spec/domain/firmware/uuid").eq_ignore_ascii_case(u)).map(name).collect();
+            vmis.iter().filter(|v| v.firmware_uuid().eq_ignore_ascii_case(u)).map(name).collect();
         match by_uuid.len() {
             1 => return Ok(by_uuid[0].clone()),
             0 => {}
@@ -59,15 +60,10 @@ pub fn match_vm(vmis: &[serde_json::Value], uuid: Option<&str>, macs: &[String])
         .iter()
         .filter(|v| {
             let vm_macs: Vec<String> = v
-                .pointer("/status/interfaces")
-                .and_then(|i| i.as_array())
-                .map(|a| {
-                    a.iter()
-                        .map(|i| str_at(i, "/mac").to_ascii_lowercase())
-                        .filter(|m| !m.is_empty() && !IGNORED_MACS.contains(&m.as_str()))
-                        .collect()
-                })
-                .unwrap_or_default();
+                .interface_macs()
+                .map(str::to_ascii_lowercase)
+                .filter(|m| !IGNORED_MACS.contains(&m.as_str()))
+                .collect();
             !vm_macs.is_empty() && vm_macs.iter().all(|m| macs.contains(m))
         })
         .map(name)
@@ -102,11 +98,8 @@ pub async fn discover(host: &Host, root: &Path, override_id: Option<&str>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn vmi(name: &str, uuid: &str, macs: &[&str]) -> serde_json::Value {
-        json!({"metadata": {"name": name}, "spec": {"domain": {"firmware": {"uuid": uuid}}},
-               "status": {"interfaces": macs.iter().map(|m| json!({"mac": m})).collect::<Vec<_>>()}})
+    fn vmi(name: &str, uuid: &str, macs: &[&str]) -> Vmi {
+        Vmi::with_identity(name, uuid, macs)
     }
 
     #[test]
