@@ -10,12 +10,12 @@
 # Cache: $HCSI_TOOLS_CACHE (default /var/cache/harvester-csi-tools)
 #
 # Why each recipe is the way it is: ../shared/reference/local-cluster.md. In
-# short, `go install` refuses modules with replace directives, so each build is
-# a scratch module that requires what it builds and replaces the Kubernetes
-# staging modules by their published versions. Build time is what CI pays on a
-# fresh machine, so each is one `go build` of all its commands (one action
-# graph: shared packages compile once, links overlap compiles), without DWARF
-# (-gcflags=all=-dwarf=false; the binaries are stripped anyway).
+# short, `go install` refuses modules with replace directives, so Kubernetes is
+# built from a scratch module that replaces its staging modules by their
+# published versions (one `go build` of all four commands: one action graph,
+# shared packages compile once), and most sidecars are built inside their
+# module directory. No DWARF (-gcflags=all=-dwarf=false): the binaries are
+# stripped anyway, and it saves compile time on a fresh machine.
 set -euo pipefail
 source "$(dirname "$0")/versions.sh"
 
@@ -39,8 +39,8 @@ replace_staging() {
   for m in "$@"; do go mod edit -replace="$m=$m@$version"; done
 }
 
-# replaced_k8s_modules GOMOD... [TARGET]: the k8s.io modules the go.mod files
-# replace (with TARGET, a sed pattern, e.g. kubernetes' own `./staging/`).
+# replaced_k8s_modules GOMOD...: the k8s.io modules the go.mod files replace
+# with TARGET (a sed pattern, e.g. kubernetes' own `./staging/`).
 replaced_k8s_modules() {
   local target=${TARGET:-}
   cat "$@" | sed -n "s#^\\(replace \\)\\{0,1\\}\\s*\\(k8s.io/[a-z0-9-]*\\) => $target.*#\\2#p" | sort -u
@@ -90,77 +90,33 @@ GO
   mark_built "$out"
 }
 
-# The four sidecars and the snapshot-controller in ONE scratch module: their
-# shared dependencies (client-go, apimachinery, api, grpc, csi-lib-utils, …)
-# are compiled once instead of once per sidecar. Minimal version selection
-# picks one version of each; the Kubernetes staging modules are pinned to the
-# newest any of them asks for (each sidecar's own go.mod pins its own), and
-# external-snapshotter's client module is its published release instead of
-# the repository's ./client replace.
-sidecars_dir() {
-  echo "$CACHE/csi-sidecars-$CSI_PROVISIONER_VERSION-$CSI_ATTACHER_VERSION-$CSI_RESIZER_VERSION-$CSI_SNAPSHOTTER_VERSION"
-}
-
-build_sidecars() {
-  local out; out=$(sidecars_dir)
+# build_in_module MODULE VERSION CMD...: builds ./cmd/<CMD> inside a copy of the
+# module's source, where its own go.mod (with its replaces) applies.
+build_in_module() {
+  local module=$1 version=$2 name=$3; shift 3
+  local out="$CACHE/$name-$version"
   is_built "$out" && return 0
-  log "building csi-provisioner $CSI_PROVISIONER_VERSION, csi-attacher $CSI_ATTACHER_VERSION, csi-resizer $CSI_RESIZER_VERSION, csi-snapshotter and snapshot-controller $CSI_SNAPSHOTTER_VERSION"
-  local work; work=$(mktemp -d "$CACHE/.csi-sidecars-build-XXXXXX")
-  local provisioner=github.com/kubernetes-csi/external-provisioner/v6
-  local attacher=github.com/kubernetes-csi/external-attacher/v4
-  local resizer=github.com/kubernetes-csi/external-resizer/v2
-  local snapshotter=github.com/kubernetes-csi/external-snapshotter/v8
-  local client=github.com/kubernetes-csi/external-snapshotter/client/v8
+  log "building $name $version"
+  local dir; dir=$(go mod download -json "$module@$version" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  local work; work=$(mktemp -d "$CACHE/.$name-build-XXXXXX")
+  cp -r "$dir/." "$work/src"
+  chmod -R u+w "$work/src"
   (
-    cd "$work"
-    go mod init hcsi.local/csi-sidecars >/dev/null 2>&1
-    go mod edit -require="$provisioner@$CSI_PROVISIONER_VERSION" -require="$attacher@$CSI_ATTACHER_VERSION" \
-      -require="$resizer@$CSI_RESIZER_VERSION" -require="$snapshotter@$CSI_SNAPSHOTTER_VERSION" \
-      -require="$client@$CSI_SNAPSHOTTER_VERSION"
-    local mods=() m
-    for m in "$provisioner@$CSI_PROVISIONER_VERSION" "$attacher@$CSI_ATTACHER_VERSION" \
-             "$resizer@$CSI_RESIZER_VERSION" "$snapshotter@$CSI_SNAPSHOTTER_VERSION"; do
-      mods+=("$(gomod_of "$m")")
+    cd "$work/src"
+    if [ -n "${DROP_REPLACE:-}" ]; then
+      go mod edit -dropreplace="$DROP_REPLACE" -require="$DROP_REPLACE@$version"
+    fi
+    mkdir -p "$work/bin"
+    for cmd in "$@"; do
+      log "  go build $cmd"
+      go build -trimpath -gcflags="$GCFLAGS" -ldflags "-s -w -X main.version=$version" -o "$work/bin/$cmd" "./cmd/$cmd"
     done
-    # The newest client-go any sidecar requires: its release's staging version.
-    local staging
-    staging=$(sed -n 's#^\s*k8s.io/client-go \(v0\.[0-9]*\.[0-9]*\)\( //.*\)\{0,1\}$#\1#p' "${mods[@]}" | sort -V | tail -1)
-    [ -n "$staging" ] || { echo "no k8s.io/client-go requirement in the sidecars' go.mod files" >&2; exit 1; }
-    # shellcheck disable=SC2046
-    replace_staging "$staging" $(replaced_k8s_modules "${mods[@]}")
-    cat > tools.go <<GO
-//go:build tools
-
-package tools
-
-import (
-	_ "$attacher/cmd/csi-attacher"
-	_ "$provisioner/cmd/csi-provisioner"
-	_ "$resizer/cmd/csi-resizer"
-	_ "$snapshotter/cmd/csi-snapshotter"
-	_ "$snapshotter/cmd/snapshot-controller"
-)
-GO
-    go mod tidy >/dev/null 2>&1 || go mod tidy
-    mkdir -p bin
-    # Each command's own version string (main.version), as its release sets it.
-    local v
-    for spec in "csi-provisioner $provisioner $CSI_PROVISIONER_VERSION" "csi-attacher $attacher $CSI_ATTACHER_VERSION" \
-                "csi-resizer $resizer $CSI_RESIZER_VERSION"; do
-      set -- $spec
-      log "  go build $1"
-      go build -trimpath -gcflags="$GCFLAGS" -ldflags "-s -w -X main.version=$3" -o "bin/$1" "$2/cmd/$1"
-    done
-    log "  go build csi-snapshotter snapshot-controller"
-    go build -trimpath -gcflags="$GCFLAGS" -ldflags "-s -w -X main.version=$CSI_SNAPSHOTTER_VERSION" -o bin/ \
-      "$snapshotter/cmd/csi-snapshotter" "$snapshotter/cmd/snapshot-controller"
-    cp go.mod bin/.go.mod
   )
   rm -rf "$out"; mkdir -p "$out"
   mv "$work/bin" "$out/bin"
-  mv "$out/bin/.go.mod" "$out/go.mod"
+  if [ -d "$work/src/client/config/crd" ]; then cp -r "$work/src/client/config/crd" "$out/crd"; fi
+  if [ -n "${KEEP_DEPLOY:-}" ] && [ -d "$work/src/deploy" ]; then cp -r "$work/src/deploy" "$out/deploy"; fi
   rm -rf "$work"
-  snapshot_crds "$out"
   mark_built "$out"
 }
 
@@ -189,18 +145,29 @@ snapshot_crds() {
 build_one() {
   case $1 in
     kubernetes) build_kubernetes ;;
-    csi-sidecars|csi-provisioner|csi-attacher|csi-resizer|csi-snapshotter) build_sidecars ;;
+    csi-sidecars) for s in csi-provisioner csi-attacher csi-resizer csi-snapshotter; do build_one "$s"; done ;;
+    csi-provisioner) build_in_module github.com/kubernetes-csi/external-provisioner/v6 "$CSI_PROVISIONER_VERSION" csi-provisioner csi-provisioner ;;
+    csi-attacher) build_in_module github.com/kubernetes-csi/external-attacher/v4 "$CSI_ATTACHER_VERSION" csi-attacher csi-attacher ;;
+    csi-resizer) build_in_module github.com/kubernetes-csi/external-resizer/v2 "$CSI_RESIZER_VERSION" csi-resizer csi-resizer ;;
+    csi-snapshotter)
+      DROP_REPLACE=github.com/kubernetes-csi/external-snapshotter/client/v8 \
+        build_in_module github.com/kubernetes-csi/external-snapshotter/v8 "$CSI_SNAPSHOTTER_VERSION" csi-snapshotter csi-snapshotter snapshot-controller
+      snapshot_crds "$CACHE/csi-snapshotter-$CSI_SNAPSHOTTER_VERSION" ;;
     helm) build_helm "$HELM_VERSION" ;;
     helm4) build_helm "$HELM4_VERSION" ;;
     *) echo "unknown tool: $1" >&2; exit 2 ;;
   esac
 }
 
-# out_dir TOOL: where a tool's build lives.
-out_dir() {
+# out_dirs TOOL: where a tool's build lives (csi-sidecars: four directories).
+out_dirs() {
   case $1 in
     kubernetes) echo "$CACHE/kubernetes-$KUBERNETES_VERSION" ;;
-    csi-sidecars|csi-provisioner|csi-attacher|csi-resizer|csi-snapshotter) sidecars_dir ;;
+    csi-sidecars) for s in csi-provisioner csi-attacher csi-resizer csi-snapshotter; do out_dirs "$s"; done ;;
+    csi-provisioner) echo "$CACHE/csi-provisioner-$CSI_PROVISIONER_VERSION" ;;
+    csi-attacher) echo "$CACHE/csi-attacher-$CSI_ATTACHER_VERSION" ;;
+    csi-resizer) echo "$CACHE/csi-resizer-$CSI_RESIZER_VERSION" ;;
+    csi-snapshotter) echo "$CACHE/csi-snapshotter-$CSI_SNAPSHOTTER_VERSION" ;;
     helm) echo "$CACHE/helm-$HELM_VERSION" ;;
     helm4) echo "$CACHE/helm-$HELM4_VERSION" ;;
     *) echo "unknown tool: $1" >&2; exit 2 ;;
@@ -209,7 +176,11 @@ out_dir() {
 
 if [ "${1:-}" = --missing ]; then
   shift
-  for tool in "$@"; do is_built "$(out_dir "$tool")" || echo "$tool"; done
+  for tool in "$@"; do
+    for d in $(out_dirs "$tool"); do
+      if ! is_built "$d"; then echo "$tool"; break; fi
+    done
+  done
   exit 0
 fi
 tools=("$@")

@@ -138,7 +138,7 @@ struct ClusterUpArgs {
     etcd: PathBuf,
     /// external-snapshotter's build (bin/snapshot-controller and crd/): installs the
     /// VolumeSnapshot CRDs and runs the snapshot-controller. Default: the newest
-    /// csi-sidecars build in the tool cache, if any.
+    /// csi-snapshotter build in the tool cache, if any.
     #[arg(long, env = "HCSI_SNAPSHOTTER_DIR")]
     snapshotter_dir: Option<PathBuf>,
     /// Run without the VolumeSnapshot CRDs and snapshot-controller.
@@ -238,14 +238,14 @@ fn cluster_spec(a: &ClusterUpArgs) -> Result<scenarios::cluster::Spec> {
     } else {
         let dir = match &a.snapshotter_dir {
             Some(d) => d.clone(),
-            None => cached_tool("csi-sidecars")?,
+            None => cached_tool("csi-snapshotter")?,
         };
         let s = scenarios::cluster::addons::Snapshots {
             controller: dir.join("bin/snapshot-controller"),
             crds: dir.join("crd"),
         };
         if !s.controller.exists() || !s.crds.is_dir() {
-            bail!("{}: no bin/snapshot-controller and crd/ (ci/cluster/build-tools.sh csi-sidecars; or --no-snapshots)", dir.display());
+            bail!("{}: no bin/snapshot-controller and crd/ (ci/cluster/build-tools.sh csi-snapshotter; or --no-snapshots)", dir.display());
         }
         Some(s)
     };

@@ -1089,7 +1089,9 @@ else sha256sum {path} | cut -d' ' -f1; fi",
                     ));
                     match crate::cluster::node::read_in_node(spec, &node, &file) {
                         Ok(t) if t == *text => {}
-                        Ok(_) => return Some(format!("{} still has the old one", p.metadata.name.as_deref().unwrap_or(""))),
+                        Ok(_) => {
+                            return Some(format!("{} still has the old one", p.metadata.name.as_deref().unwrap_or("")))
+                        }
                         Err(e) => return Some(e.to_string()),
                     }
                 }

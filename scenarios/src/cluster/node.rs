@@ -335,8 +335,9 @@ fn enter(holder: u32, program: &Path, args: Vec<String>) -> Vec<String> {
 
 /// The process holding the node's namespaces.
 fn holder(spec: &Spec, node: &str) -> Result<u32> {
-    process::running(&spec.state_dir, &format!("{node}-ns"))
-        .ok_or_else(|| ClusterError::NotReady(format!("{node}: its namespace holder is not running (cluster up first)")))
+    process::running(&spec.state_dir, &format!("{node}-ns")).ok_or_else(|| {
+        ClusterError::NotReady(format!("{node}: its namespace holder is not running (cluster up first)"))
+    })
 }
 
 async fn start_containerd(spec: &Spec, node: &str, holder: u32) -> Result<()> {
