@@ -93,8 +93,11 @@ pub async fn run_one<B: Backend>(backend: &B, scenario: &Scenario, file: &str, w
             if error.is_none() && !plugged.is_empty() {
                 error = Some(format!("a disk was plugged into a VM that must get none: {}", plugged.join("; ")));
             }
-            timeline = cluster.env().timeline.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            // After the shutdown: the cluster backend reads its timeline from the
+            // driver's metrics there, before the chart goes.
+            let env = cluster.env().clone();
             cluster.shutdown().await;
+            timeline = env.timeline.lock().unwrap_or_else(|p| p.into_inner()).clone();
         }
     }
     ScenarioResult {

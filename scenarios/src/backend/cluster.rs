@@ -79,6 +79,9 @@ pub struct ClusterRun {
     sim_listen: String,
     /// The simulator is reachable at this loopback address from every node.
     forwarding: Option<std::net::IpAddr>,
+    /// Ends the forwarders, after the cleanup: the driver pods that read the
+    /// new address still need the simulator to detach and delete volumes.
+    forwarders: CancellationToken,
 }
 
 /// The nodes (VMs) that run a node plugin in this scenario.
@@ -393,6 +396,7 @@ impl Backend for ClusterBackend {
             halted: Default::default(),
             sim_listen: self.sim_listen.clone(),
             forwarding: None,
+            forwarders: CancellationToken::new(),
         })
     }
 }
@@ -1037,7 +1041,7 @@ else sha256sum {path} | cut -d' ' -f1; fi",
                     &crate::cluster::node::netns_path(node),
                     std::net::SocketAddr::new(ip, sim.port()),
                     sim,
-                    self.stop.clone(),
+                    self.forwarders.clone(),
                 )
                 .map_err(|e| fail(format!("the simulator at {address} in node {node}: {e}")))?;
             }
@@ -1158,6 +1162,7 @@ else sha256sum {path} | cut -d' ' -f1; fi",
             tracing::warn!(forced = ?forced, "cleanup had to force");
             let _ = std::fs::write(self.work.join("cleanup-forced.txt"), forced.join("\n"));
         }
+        self.forwarders.cancel();
         self.sim.stop(&self.work).await;
     }
 }
