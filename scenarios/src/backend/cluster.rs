@@ -237,10 +237,27 @@ fn container_ready(pod: &Pod, container: &str) -> bool {
 }
 
 fn all_ready(pod: &Pod) -> bool {
+    ready_except(pod, &[])
+}
+
+/// Every container of the pod is ready, but for those named in `except`.
+fn ready_except(pod: &Pod, except: &[&str]) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready || except.contains(&c.name.as_str())))
+}
+
+/// Whether the scenario takes, restores or lists snapshots (a snapshot step, or a
+/// VolumeSnapshot or snapshot data source in what it applies).
+fn uses_snapshots(scenario: &Scenario) -> bool {
+    let mentions = |v: &Value| v.to_string().contains("VolumeSnapshot");
+    scenario.guest.iter().any(mentions)
+        || scenario.steps.iter().any(|s| match s {
+            crate::model::Step::Snapshot(_) => true,
+            crate::model::Step::Apply(objects) => objects.iter().any(mentions),
+            _ => false,
+        })
 }
 
 async fn driver_pods(guest: &kube::Client, component: &str) -> Vec<Pod> {
@@ -335,16 +352,56 @@ impl Backend for ClusterBackend {
         }
         run_helm(&self.helm, &self.kubeconfig, &args).await?;
 
-        let g = guest.clone();
-        let nodes = plugin_nodes.clone();
-        eventually(
+        let env = Arc::new(Env {
+            guest: guest.clone(),
+            host,
+            host_namespace: "default".into(),
+            // The real sidecars and kubelet call the driver here: the runner has no
+            // CSI connection of its own (these lazy channels are never dialled).
+            csi: Csi::new(&work.join("no-csi-here.sock")),
+            nodes: BTreeMap::new(),
+            kubelet_root: PathBuf::from("/var/lib/kubelet"),
+            kubelet: Default::default(),
+            checksums: Default::default(),
+            started: Instant::now(),
+            timeline: Default::default(),
+            in_flight: Default::default(),
+            double_attached: Mutex::new(Vec::new()),
+            plugged_while_down: Mutex::new(Vec::new()),
+        });
+        let run = ClusterRun {
+            work: work.to_path_buf(),
+            sim,
+            env,
+            stop: CancellationToken::new(),
+            local: self.local.clone(),
+            driver_bin: self.driver_bin.clone(),
+            helm: self.helm.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            cluster_id,
+            plugin_nodes,
+            halted: Default::default(),
+            sim_listen: self.sim_listen.clone(),
+            forwarding: None,
+            forwarders: CancellationToken::new(),
+        };
+
+        let g = guest;
+        let nodes = run.plugin_nodes.clone();
+        // The driver advertises snapshots only where the host can take them (its
+        // version and the cloud-config's RBAC); elsewhere the real csi-snapshotter
+        // exits at start ("does not support ControllerCreateSnapshot") and the
+        // kubelet restarts it in a loop, as it would in such a deployment. A
+        // scenario that takes no snapshots does not wait for it.
+        let not_waited: &[&str] = if uses_snapshots(scenario) { &[] } else { &["csi-snapshotter"] };
+        let ready = eventually(
             "the driver (controller and node plugins ready, registered with each kubelet)",
             Duration::from_secs(120),
             || {
                 let (g, nodes) = (g.clone(), nodes.clone());
                 async move {
                     let controllers = driver_pods(&g, "controller").await;
-                    if !controllers.iter().any(all_ready) {
+                    if !controllers.iter().any(|p| ready_except(p, not_waited)) {
                         return Some("controller pod not ready".into());
                     }
                     let node_pods = driver_pods(&g, "node").await;
@@ -363,41 +420,15 @@ impl Backend for ClusterBackend {
                 }
             },
         )
-        .await?;
-
-        let env = Arc::new(Env {
-            guest,
-            host,
-            host_namespace: "default".into(),
-            // The real sidecars and kubelet call the driver here: the runner has no
-            // CSI connection of its own (these lazy channels are never dialled).
-            csi: Csi::new(&work.join("no-csi-here.sock")),
-            nodes: BTreeMap::new(),
-            kubelet_root: PathBuf::from("/var/lib/kubelet"),
-            kubelet: Default::default(),
-            checksums: Default::default(),
-            started: Instant::now(),
-            timeline: Default::default(),
-            in_flight: Default::default(),
-            double_attached: Mutex::new(Vec::new()),
-            plugged_while_down: Mutex::new(Vec::new()),
-        });
-        Ok(ClusterRun {
-            work: work.to_path_buf(),
-            sim,
-            env,
-            stop: CancellationToken::new(),
-            local: self.local.clone(),
-            driver_bin: self.driver_bin.clone(),
-            helm: self.helm.clone(),
-            kubeconfig: self.kubeconfig.clone(),
-            cluster_id,
-            plugin_nodes,
-            halted: Default::default(),
-            sim_listen: self.sim_listen.clone(),
-            forwarding: None,
-            forwarders: CancellationToken::new(),
-        })
+        .await;
+        if let Err(e) = ready {
+            // What the scenario installed goes (and the driver's logs are saved):
+            // a release left behind would turn the next scenario's install into
+            // an upgrade of this one.
+            run.shutdown().await;
+            return Err(e);
+        }
+        Ok(run)
     }
 }
 
@@ -1177,6 +1208,18 @@ mod tests {
         assert_eq!(block_size(33554432, 2 << 20), 1 << 20);
         assert_eq!(block_size(4096, 1 << 20), 4096);
         assert_eq!(block_size(0, 1000), 8);
+    }
+
+    #[rstest::rstest]
+    #[case("snapshot-restore-clone", true)]
+    #[case("restore-into-larger-claim", true)]
+    #[case("rwx-shared-export", false)]
+    #[case("skew-7249-rwx-after-rbac-fix", false)]
+    fn scenarios_that_take_snapshots_wait_for_the_snapshotter(#[case] name: &str, #[case] uses: bool) {
+        let path = format!("{}/cases/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("the case file");
+        let scenario = crate::model::load(&text, &path).expect("a valid case");
+        assert_eq!(uses_snapshots(&scenario), uses);
     }
 
     #[test]
