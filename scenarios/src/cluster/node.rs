@@ -478,7 +478,7 @@ fn mount_points(pid: u32) -> Vec<String> {
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount_path(s: &str) -> String {
+pub(crate) fn unescape_mount_path(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
