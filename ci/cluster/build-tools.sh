@@ -4,13 +4,18 @@
 # (or a second clone) reuses them. Prints nothing but progress on stderr.
 #
 # Usage: ci/cluster/build-tools.sh [TOOL...]     (default: all)
-# Tools: kubernetes csi-provisioner csi-attacher csi-resizer csi-snapshotter helm helm4
+#        ci/cluster/build-tools.sh --missing TOOL...   names those not built yet, builds nothing
+# Tools: kubernetes csi-sidecars helm helm4
+#        (csi-provisioner, csi-attacher, csi-resizer, csi-snapshotter: csi-sidecars)
 # Cache: $HCSI_TOOLS_CACHE (default /var/cache/harvester-csi-tools)
 #
 # Why each recipe is the way it is: ../shared/reference/local-cluster.md. In
 # short, `go install` refuses modules with replace directives, so Kubernetes is
 # built from a scratch module that replaces its staging modules by their
-# published versions, and most sidecars are built inside their module directory.
+# published versions (one `go build` of all four commands: one action graph,
+# shared packages compile once), and most sidecars are built inside their
+# module directory. No DWARF (-gcflags=all=-dwarf=false): the binaries are
+# stripped anyway, and it saves compile time on a fresh machine.
 set -euo pipefail
 source "$(dirname "$0")/versions.sh"
 
@@ -18,18 +23,35 @@ CACHE=${HCSI_TOOLS_CACHE:-/var/cache/harvester-csi-tools}
 mkdir -p "$CACHE"
 export GOFLAGS=-mod=mod
 export CGO_ENABLED=0
+GCFLAGS="all=-dwarf=false"
 
 log() { printf '== %s\n' "$*" >&2; }
 
-# done_marker DIR: a build is complete only when its marker exists, so an
-# interrupted build is redone rather than half-used.
+# A build is complete only when its marker exists, so an interrupted build is
+# redone rather than half-used.
 is_built() { [ -f "$1/.complete" ]; }
 mark_built() { touch "$1/.complete"; }
+
+# replace_staging VERSION MODULE...: pin each Kubernetes staging module.
+replace_staging() {
+  local version=$1; shift
+  local m
+  for m in "$@"; do go mod edit -replace="$m=$m@$version"; done
+}
+
+# replaced_k8s_modules GOMOD...: the k8s.io modules the go.mod files replace
+# with TARGET (a sed pattern, e.g. kubernetes' own `./staging/`).
+replaced_k8s_modules() {
+  local target=${TARGET:-}
+  cat "$@" | sed -n "s#^\\(replace \\)\\{0,1\\}\\s*\\(k8s.io/[a-z0-9-]*\\) => $target.*#\\2#p" | sort -u
+}
+
+gomod_of() { go mod download -json "$1" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p'; }
 
 build_kubernetes() {
   local out="$CACHE/kubernetes-$KUBERNETES_VERSION"
   is_built "$out" && return 0
-  log "building Kubernetes $KUBERNETES_VERSION (apiserver, controller-manager, scheduler, kubelet); ~20 min on 2 cores"
+  log "building Kubernetes $KUBERNETES_VERSION (apiserver, controller-manager, scheduler, kubelet)"
   local work; work=$(mktemp -d "$CACHE/.k8s-build-XXXXXX")
   local staging_version="v0${KUBERNETES_VERSION#v1}"
   (
@@ -38,11 +60,8 @@ build_kubernetes() {
     go mod edit -require="k8s.io/kubernetes@$KUBERNETES_VERSION"
     # Every staging module kubernetes replaces with ./staging/... is published
     # as k8s.io/<name> v0.<minor>.<patch>; the list is kubernetes' own go.mod.
-    local gomod
-    gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod" | while read -r module; do
-      go mod edit -replace="$module=$module@$staging_version"
-    done
+    # shellcheck disable=SC2046
+    replace_staging "$staging_version" $(TARGET=./staging/ replaced_k8s_modules "$(gomod_of "k8s.io/kubernetes@$KUBERNETES_VERSION")")
     cat > tools.go <<'GO'
 //go:build tools
 
@@ -60,10 +79,10 @@ GO
     local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
     local ldflags="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
     mkdir -p bin
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
-      log "  go build $cmd"
-      go build -trimpath -ldflags "$ldflags" -o "bin/$cmd" "k8s.io/kubernetes/cmd/$cmd"
-    done
+    log "  go build kube-apiserver kube-controller-manager kube-scheduler kubelet"
+    go build -trimpath -gcflags="$GCFLAGS" -ldflags "$ldflags" -o bin/ \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet
   )
   rm -rf "$out"; mkdir -p "$out"
   mv "$work/bin" "$out/bin"
@@ -90,7 +109,7 @@ build_in_module() {
     mkdir -p "$work/bin"
     for cmd in "$@"; do
       log "  go build $cmd"
-      go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$work/bin/$cmd" "./cmd/$cmd"
+      go build -trimpath -gcflags="$GCFLAGS" -ldflags "-s -w -X main.version=$version" -o "$work/bin/$cmd" "./cmd/$cmd"
     done
   )
   rm -rf "$out"; mkdir -p "$out"
@@ -126,6 +145,7 @@ snapshot_crds() {
 build_one() {
   case $1 in
     kubernetes) build_kubernetes ;;
+    csi-sidecars) for s in csi-provisioner csi-attacher csi-resizer csi-snapshotter; do build_one "$s"; done ;;
     csi-provisioner) build_in_module github.com/kubernetes-csi/external-provisioner/v6 "$CSI_PROVISIONER_VERSION" csi-provisioner csi-provisioner ;;
     csi-attacher) build_in_module github.com/kubernetes-csi/external-attacher/v4 "$CSI_ATTACHER_VERSION" csi-attacher csi-attacher ;;
     csi-resizer) build_in_module github.com/kubernetes-csi/external-resizer/v2 "$CSI_RESIZER_VERSION" csi-resizer csi-resizer ;;
@@ -139,6 +159,30 @@ build_one() {
   esac
 }
 
+# out_dirs TOOL: where a tool's build lives (csi-sidecars: four directories).
+out_dirs() {
+  case $1 in
+    kubernetes) echo "$CACHE/kubernetes-$KUBERNETES_VERSION" ;;
+    csi-sidecars) for s in csi-provisioner csi-attacher csi-resizer csi-snapshotter; do out_dirs "$s"; done ;;
+    csi-provisioner) echo "$CACHE/csi-provisioner-$CSI_PROVISIONER_VERSION" ;;
+    csi-attacher) echo "$CACHE/csi-attacher-$CSI_ATTACHER_VERSION" ;;
+    csi-resizer) echo "$CACHE/csi-resizer-$CSI_RESIZER_VERSION" ;;
+    csi-snapshotter) echo "$CACHE/csi-snapshotter-$CSI_SNAPSHOTTER_VERSION" ;;
+    helm) echo "$CACHE/helm-$HELM_VERSION" ;;
+    helm4) echo "$CACHE/helm-$HELM4_VERSION" ;;
+    *) echo "unknown tool: $1" >&2; exit 2 ;;
+  esac
+}
+
+if [ "${1:-}" = --missing ]; then
+  shift
+  for tool in "$@"; do
+    for d in $(out_dirs "$tool"); do
+      if ! is_built "$d"; then echo "$tool"; break; fi
+    done
+  done
+  exit 0
+fi
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(helm helm4 csi-resizer csi-attacher csi-provisioner csi-snapshotter kubernetes)
+[ ${#tools[@]} -gt 0 ] || tools=(helm helm4 csi-sidecars kubernetes)
 for tool in "${tools[@]}"; do build_one "$tool"; done

@@ -93,8 +93,11 @@ pub async fn run_one<B: Backend>(backend: &B, scenario: &Scenario, file: &str, w
             if error.is_none() && !plugged.is_empty() {
                 error = Some(format!("a disk was plugged into a VM that must get none: {}", plugged.join("; ")));
             }
-            timeline = cluster.env().timeline.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            // After the shutdown: the cluster backend reads its timeline from the
+            // driver's metrics there, before the chart goes.
+            let env = cluster.env().clone();
             cluster.shutdown().await;
+            timeline = env.timeline.lock().unwrap_or_else(|p| p.into_inner()).clone();
         }
     }
     ScenarioResult {
@@ -119,8 +122,18 @@ pub async fn run_all<B: Backend>(
     for (i, (path, scenario)) in files.iter().enumerate() {
         progress(&format!("[{}/{}] {}", i + 1, files.len(), scenario.name));
         let work = work_root.join(format!("{:02}-{}", i + 1, scenario.name));
-        let _ = std::fs::remove_dir_all(&work);
-        let r = run_one(backend, scenario, &path.display().to_string(), &work).await;
+        let r = match clear_work(&work) {
+            Ok(()) => run_one(backend, scenario, &path.display().to_string(), &work).await,
+            Err(e) => ScenarioResult {
+                name: scenario.name.clone(),
+                file: path.display().to_string(),
+                passed: false,
+                error: Some(e),
+                seconds: 0.0,
+                steps: Vec::new(),
+                timeline: Vec::new(),
+            },
+        };
         progress(&format!(
             "[{}/{}] {} {} ({:.1}s)\n",
             i + 1,
@@ -135,4 +148,68 @@ pub async fn run_all<B: Backend>(
         results.push(r);
     }
     (results, started.elapsed())
+}
+
+/// Removes what an earlier run left in a scenario's work directory (a failed
+/// one keeps it), mounts below it first: a simulator killed with an RWX export
+/// mounted leaves that mount, `remove_dir_all` then stops at it and the next
+/// simulator would restore the old run's state from what is left.
+fn clear_work(work: &Path) -> Result<(), String> {
+    let prefix = format!("{}/", work.display());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(crate::cluster::node::unescape_mount_path)
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    // Deepest first; lazily, so a mount still busy for a moment goes anyway.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in &mounts {
+        let out = std::process::Command::new("umount").arg("-l").arg(m).output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(format!(
+                    "unmounting {m} (left by an earlier run): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+            Err(e) => return Err(format!("unmounting {m} (left by an earlier run): umount: {e}")),
+        }
+    }
+    match std::fs::remove_dir_all(work) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {} (an earlier run's work directory): {e}", work.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs root: mounts a tmpfs below a temporary directory"]
+    fn an_earlier_runs_work_directory_goes_with_its_mounts() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let work = root.path().join("01-case");
+        let mounted = work.join("host/exports/pvc-1");
+        std::fs::create_dir_all(&mounted).expect("dirs");
+        std::fs::write(work.join("host/state.json"), "{}").expect("state");
+        let status =
+            std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&mounted).status().expect("mount");
+        assert!(status.success(), "mount tmpfs");
+        std::fs::write(mounted.join("f"), "x").expect("a file in the mount");
+        clear_work(&work).expect("cleared");
+        assert!(!work.exists(), "the work directory is gone");
+        let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!info.contains(&mounted.display().to_string()), "the mount is gone");
+    }
+
+    #[test]
+    fn a_missing_work_directory_is_already_clear() {
+        let root = tempfile::tempdir().expect("temp dir");
+        clear_work(&root.path().join("never-made")).expect("nothing to clear");
+    }
 }

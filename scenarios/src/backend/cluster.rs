@@ -33,6 +33,15 @@ fn fail(msg: impl Into<String>) -> Failure {
 pub const NAMESPACE: &str = "hcsi-system";
 const RELEASE: &str = "hcsi";
 const CLOUD_CONFIG_SECRET: &str = "harvester-cloud-config";
+/// The Secret's key, the chart's `cloudConfig.fileName` (default).
+const CLOUD_CONFIG_KEY: &str = "cloud-provider-config";
+/// What the driver's node-health controller marks a node with when it adds the
+/// out-of-service taint (driver/src/guest/node_health.rs).
+const DRIVER_TAINT_MARK: &str = "csi.harvesterhci.io/out-of-service-taint";
+const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
+/// Set on every driver pod when the host address changes: the kubelet syncs the
+/// pod, which refreshes its Secret volume.
+const HOST_ADDRESS_ANNOTATION: &str = "scenarios.harvesterhci.io/host-address";
 /// Nodes that run this scenario's node plugins carry this label.
 const NODE_PLUGIN_LABEL: &str = "scenarios.harvesterhci.io/node-plugin";
 const DRIVER_CONTAINER: &str = "harvester-csi-driver";
@@ -64,6 +73,15 @@ pub struct ClusterRun {
     kubeconfig: PathBuf,
     cluster_id: String,
     plugin_nodes: Vec<String>,
+    /// Nodes whose VM this scenario halted (kubelet and containerd stopped).
+    halted: std::collections::BTreeSet<String>,
+    /// Where the simulator listens (the address the nodes reach it at).
+    sim_listen: String,
+    /// The simulator is reachable at this loopback address from every node.
+    forwarding: Option<std::net::IpAddr>,
+    /// Ends the forwarders, after the cleanup: the driver pods that read the
+    /// new address still need the simulator to detach and delete volumes.
+    forwarders: CancellationToken,
 }
 
 /// The nodes (VMs) that run a node plugin in this scenario.
@@ -116,7 +134,7 @@ fn values(scenario: &Scenario, sim_dir: &Path, work: &Path, helper: &Path, clust
     }
     controller_args.extend(scenario.world.controller_args.iter().cloned());
     let work_mount = |name: &str| json!({"name": name, "mountPath": work.display().to_string()});
-    json!({
+    let mut v = json!({
         "replicasCount": 1,
         "logLevel": "info,harvester_csi_driver=debug",
         "cloudConfig": {"secretName": CLOUD_CONFIG_SECRET},
@@ -148,7 +166,35 @@ fn values(scenario: &Scenario, sim_dir: &Path, work: &Path, helper: &Path, clust
             "extraVolumes": [{"name": "scenario", "hostPath": {"path": work.display().to_string(), "type": "Directory"}}],
             "extraVolumeMounts": [work_mount("scenario")],
         },
-    })
+    });
+    // The controller runs on a node whose VM the scenario never halts, as on a
+    // control-plane node: Kubernetes would move it off a dead node only after
+    // its 5-minute not-ready toleration, and its node-health controller is what
+    // fences the dead node in the first place.
+    let halted = halted_vms(scenario);
+    if !halted.is_empty() {
+        v["controller"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": halted}
+            ]}]
+        }}});
+    }
+    v
+}
+
+/// The VMs a scenario's `stopVm` faults halt.
+fn halted_vms(scenario: &Scenario) -> Vec<String> {
+    let mut vms: Vec<String> = scenario
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            crate::model::Step::Fault(f) => f.stop_vm.clone(),
+            _ => None,
+        })
+        .collect();
+    vms.sort();
+    vms.dedup();
+    vms
 }
 
 async fn run_helm(helm: &Path, kubeconfig: &Path, args: &[String]) -> Result<String, Failure> {
@@ -191,10 +237,27 @@ fn container_ready(pod: &Pod, container: &str) -> bool {
 }
 
 fn all_ready(pod: &Pod) -> bool {
+    ready_except(pod, &[])
+}
+
+/// Every container of the pod is ready, but for those named in `except`.
+fn ready_except(pod: &Pod, except: &[&str]) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready || except.contains(&c.name.as_str())))
+}
+
+/// Whether the scenario takes, restores or lists snapshots (a snapshot step, or a
+/// VolumeSnapshot or snapshot data source in what it applies).
+fn uses_snapshots(scenario: &Scenario) -> bool {
+    let mentions = |v: &Value| v.to_string().contains("VolumeSnapshot");
+    scenario.guest.iter().any(mentions)
+        || scenario.steps.iter().any(|s| match s {
+            crate::model::Step::Snapshot(_) => true,
+            crate::model::Step::Apply(objects) => objects.iter().any(mentions),
+            _ => false,
+        })
 }
 
 async fn driver_pods(guest: &kube::Client, component: &str) -> Vec<Pod> {
@@ -265,7 +328,7 @@ impl Backend for ClusterBackend {
             std::fs::read_to_string(sim.cloud_config()).map_err(|e| fail(format!("cloud-config: {e}")))?;
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": CLOUD_CONFIG_SECRET, "namespace": NAMESPACE},
-            "stringData": {"cloud-provider-config": cloud_config},
+            "stringData": {CLOUD_CONFIG_KEY: cloud_config},
         }))
         .map_err(|e| fail(e.to_string()))?;
         let secrets: Api<Secret> = Api::namespaced(guest.clone(), NAMESPACE);
@@ -289,16 +352,56 @@ impl Backend for ClusterBackend {
         }
         run_helm(&self.helm, &self.kubeconfig, &args).await?;
 
-        let g = guest.clone();
-        let nodes = plugin_nodes.clone();
-        eventually(
+        let env = Arc::new(Env {
+            guest: guest.clone(),
+            host,
+            host_namespace: "default".into(),
+            // The real sidecars and kubelet call the driver here: the runner has no
+            // CSI connection of its own (these lazy channels are never dialled).
+            csi: Csi::new(&work.join("no-csi-here.sock")),
+            nodes: BTreeMap::new(),
+            kubelet_root: PathBuf::from("/var/lib/kubelet"),
+            kubelet: Default::default(),
+            checksums: Default::default(),
+            started: Instant::now(),
+            timeline: Default::default(),
+            in_flight: Default::default(),
+            double_attached: Mutex::new(Vec::new()),
+            plugged_while_down: Mutex::new(Vec::new()),
+        });
+        let run = ClusterRun {
+            work: work.to_path_buf(),
+            sim,
+            env,
+            stop: CancellationToken::new(),
+            local: self.local.clone(),
+            driver_bin: self.driver_bin.clone(),
+            helm: self.helm.clone(),
+            kubeconfig: self.kubeconfig.clone(),
+            cluster_id,
+            plugin_nodes,
+            halted: Default::default(),
+            sim_listen: self.sim_listen.clone(),
+            forwarding: None,
+            forwarders: CancellationToken::new(),
+        };
+
+        let g = guest;
+        let nodes = run.plugin_nodes.clone();
+        // The driver advertises snapshots only where the host can take them (its
+        // version and the cloud-config's RBAC); elsewhere the real csi-snapshotter
+        // exits at start ("does not support ControllerCreateSnapshot") and the
+        // kubelet restarts it in a loop, as it would in such a deployment. A
+        // scenario that takes no snapshots does not wait for it.
+        let not_waited: &[&str] = if uses_snapshots(scenario) { &[] } else { &["csi-snapshotter"] };
+        let ready = eventually(
             "the driver (controller and node plugins ready, registered with each kubelet)",
             Duration::from_secs(120),
             || {
                 let (g, nodes) = (g.clone(), nodes.clone());
                 async move {
                     let controllers = driver_pods(&g, "controller").await;
-                    if !controllers.iter().any(all_ready) {
+                    if !controllers.iter().any(|p| ready_except(p, not_waited)) {
                         return Some("controller pod not ready".into());
                     }
                     let node_pods = driver_pods(&g, "node").await;
@@ -317,37 +420,15 @@ impl Backend for ClusterBackend {
                 }
             },
         )
-        .await?;
-
-        let env = Arc::new(Env {
-            guest,
-            host,
-            host_namespace: "default".into(),
-            // The real sidecars and kubelet call the driver here: the runner has no
-            // CSI connection of its own (these lazy channels are never dialled).
-            csi: Csi::new(&work.join("no-csi-here.sock")),
-            nodes: BTreeMap::new(),
-            kubelet_root: PathBuf::from("/var/lib/kubelet"),
-            kubelet: Default::default(),
-            checksums: Default::default(),
-            started: Instant::now(),
-            timeline: Default::default(),
-            in_flight: Default::default(),
-            double_attached: Mutex::new(Vec::new()),
-            plugged_while_down: Mutex::new(Vec::new()),
-        });
-        Ok(ClusterRun {
-            work: work.to_path_buf(),
-            sim,
-            env,
-            stop: CancellationToken::new(),
-            local: self.local.clone(),
-            driver_bin: self.driver_bin.clone(),
-            helm: self.helm.clone(),
-            kubeconfig: self.kubeconfig.clone(),
-            cluster_id,
-            plugin_nodes,
-        })
+        .await;
+        if let Err(e) = ready {
+            // What the scenario installed goes (and the driver's logs are saved):
+            // a release left behind would turn the next scenario's install into
+            // an upgrade of this one.
+            run.shutdown().await;
+            return Err(e);
+        }
+        Ok(run)
     }
 }
 
@@ -409,6 +490,21 @@ fn rpc_totals(metrics: &str) -> Vec<(String, u64, f64)> {
         .collect()
 }
 
+/// The driver's call counts by method and gRPC code: (method, code, count).
+fn rpc_codes(metrics: &str) -> Vec<(String, String, u64)> {
+    let label = |line: &str, name: &str| {
+        line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).map(str::to_string)
+    };
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("harvester_csi_csi_operations_total{"))
+        .filter_map(|l| {
+            let count = l.rsplit(' ').next()?.parse::<f64>().ok()? as u64;
+            Some((label(l, "method")?, label(l, "code")?, count))
+        })
+        .collect()
+}
+
 fn phase_of(method: &str) -> &'static str {
     match method {
         "CreateVolume" => "provision",
@@ -428,6 +524,15 @@ fn phase_of(method: &str) -> &'static str {
 impl ClusterRun {
     fn guest(&self) -> &kube::Client {
         &self.env.guest
+    }
+
+    /// The local cluster, for what needs its nodes' processes and namespaces.
+    fn local_cluster(&self, what: &str) -> Result<&crate::cluster::Spec, Failure> {
+        self.local.as_ref().ok_or_else(|| {
+            fail(format!(
+                "{what} needs the local cluster (its nodes' kubelets and namespaces): not available with --kubeconfig"
+            ))
+        })
     }
 
     async fn node_address(&self, node: &str) -> Result<String, Failure> {
@@ -704,6 +809,29 @@ impl ClusterRun {
         let nodes: Api<Node> = Api::all(g.clone());
         for n in nodes.list(&Default::default()).await.map(|l| l.items).unwrap_or_default() {
             let name = n.metadata.name.clone().unwrap_or_default();
+            // An out-of-service taint the (now uninstalled) driver added and could
+            // not lift: the node would refuse the next scenario's pods.
+            let ours = n.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DRIVER_TAINT_MARK));
+            if ours {
+                let taints: Vec<_> = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| t.key != OUT_OF_SERVICE)
+                    .collect();
+                forced.push(format!("the out-of-service taint on {name}"));
+                let _ = nodes
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(
+                            json!({"metadata": {"annotations": {DRIVER_TAINT_MARK: null}}, "spec": {"taints": taints}}),
+                        ),
+                    )
+                    .await;
+            }
             let mut labels = serde_json::Map::new();
             for k in n.metadata.labels.unwrap_or_default().keys() {
                 if k.starts_with("topology.kubernetes.io/")
@@ -717,6 +845,11 @@ impl ClusterRun {
                 let _ = nodes
                     .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": labels}})))
                     .await;
+            }
+        }
+        if let Some(spec) = &self.local {
+            if let Err(e) = crate::cluster::node::wait_ready(&g, &spec.nodes, Duration::from_secs(90)).await {
+                forced.push(format!("nodes not Ready again: {e}"));
             }
         }
         forced
@@ -743,19 +876,32 @@ impl ClusterRun {
         }
     }
 
+    /// Where the driver serves metrics: (who, node, port) of the controller and
+    /// of each node plugin (host network: the node's address).
+    async fn metric_sources(&self) -> Vec<(String, String, u16)> {
+        let mut sources = Vec::new();
+        for p in driver_pods(self.guest(), "controller").await {
+            if p.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            if let Some(n) = p.spec.and_then(|s| s.node_name) {
+                sources.push(("controller".to_string(), n, CONTROLLER_METRICS_PORT));
+            }
+        }
+        sources.extend(
+            self.plugin_nodes
+                .iter()
+                .filter(|n| !self.halted.contains(*n))
+                .map(|n| (format!("node {n}"), n.clone(), NODE_METRICS_PORT)),
+        );
+        sources
+    }
+
     /// The timeline from the driver's own RPC metrics (controller and node plugins).
     async fn collect_timeline(&self) {
         let mut phases = Vec::new();
-        let mut sources: Vec<(String, u16)> = Vec::new();
-        for p in driver_pods(self.guest(), "controller").await {
-            if let Some(n) = p.spec.and_then(|s| s.node_name) {
-                sources.push((n, CONTROLLER_METRICS_PORT));
-            }
-        }
-        sources.extend(self.plugin_nodes.iter().map(|n| (n.clone(), NODE_METRICS_PORT)));
-        for (node, port) in sources {
+        for (who, node, port) in self.metric_sources().await {
             let Ok(text) = self.metrics(&node, port).await else { continue };
-            let who = if port == CONTROLLER_METRICS_PORT { "controller".to_string() } else { format!("node {node}") };
             for (method, count, seconds) in rpc_totals(&text) {
                 let name = phase_of(&method);
                 if name == "other" {
@@ -882,10 +1028,112 @@ else sha256sum {path} | cut -d' ' -f1; fi",
         self.sim.volume_file(host_pv)
     }
 
+    async fn stop_vm(&mut self, vm: &str) -> Result<(), Failure> {
+        let spec = self.local_cluster("stopVm")?.clone();
+        simulator::vm_power(&self.env, vm, "stop").await?;
+        crate::cluster::node::halt(&spec, vm).await.map_err(|e| fail(format!("halting node {vm}: {e}")))?;
+        self.halted.insert(vm.to_string());
+        Ok(())
+    }
+
+    async fn start_vm(&mut self, vm: &str) -> Result<(), Failure> {
+        simulator::vm_power(&self.env, vm, "start").await?;
+        if self.halted.remove(vm) {
+            let spec = self.local_cluster("startVm")?.clone();
+            crate::cluster::node::resume(&spec, vm).await.map_err(|e| fail(format!("booting node {vm}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The simulator under another address from every node: `localhost` (or
+    /// 127.0.0.1) inside each node's network namespace forwards to it, which
+    /// host-network driver pods use; the cloud-config Secret is rewritten, and
+    /// every driver pod's copy is refreshed before this returns, so the next
+    /// (re)start of a driver container reads the new address, as a restart after
+    /// an operator's change would.
     async fn change_host_address(&mut self, address: &str) -> Result<(), Failure> {
-        Err(fail(format!(
-            "changeHostAddress {address}: not mapped on the cluster backend yet (the cloud-config Secret and a name that reaches the simulator from the nodes)"
-        )))
+        let spec = self.local_cluster("changeHostAddress")?.clone();
+        let ip: std::net::IpAddr = match address {
+            "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+            other => match other.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_loopback() => ip,
+                _ => {
+                    return Err(fail(format!(
+                        "changeHostAddress {other:?}: the cluster backend can give the simulator a loopback address in every node (localhost, 127.0.0.1), nothing else"
+                    )))
+                }
+            },
+        };
+        let sim: std::net::SocketAddr =
+            self.sim_listen.parse().map_err(|e| fail(format!("simulator address {}: {e}", self.sim_listen)))?;
+        if self.forwarding != Some(ip) {
+            for node in &spec.nodes {
+                crate::cluster::forward::start(
+                    &crate::cluster::node::netns_path(node),
+                    std::net::SocketAddr::new(ip, sim.port()),
+                    sim,
+                    self.forwarders.clone(),
+                )
+                .map_err(|e| fail(format!("the simulator at {address} in node {node}: {e}")))?;
+            }
+            self.forwarding = Some(ip);
+        }
+
+        let secrets: Api<Secret> = Api::namespaced(self.guest().clone(), NAMESPACE);
+        let mut kubeconfig = kube::config::Kubeconfig::read_from(self.sim.cloud_config())
+            .map_err(|e| fail(format!("cloud-config: {e}")))?;
+        for cluster in kubeconfig.clusters.iter_mut().filter_map(|c| c.cluster.as_mut()) {
+            cluster.server = Some(format!("https://{address}:{}", sim.port()));
+        }
+        let text = serde_json::to_string_pretty(&kubeconfig).map_err(|e| fail(e.to_string()))?;
+        secrets
+            .patch(
+                CLOUD_CONFIG_SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"stringData": {CLOUD_CONFIG_KEY: text}})),
+            )
+            .await
+            .map_err(|e| fail(format!("cloud-config Secret: {e}")))?;
+
+        // The kubelet refreshes a Secret volume when it syncs the pod: on its
+        // period (a minute), or at once on a change to the pod.
+        let pods: Vec<Pod> = [driver_pods(self.guest(), "controller").await, driver_pods(self.guest(), "node").await]
+            .concat()
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let api: Api<Pod> = Api::namespaced(self.guest().clone(), NAMESPACE);
+        for p in &pods {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {HOST_ADDRESS_ANNOTATION: address}}})),
+            )
+            .await
+            .map_err(|e| fail(format!("annotating {name}: {e}")))?;
+        }
+        eventually("every driver pod's cloud-config to name the new address", Duration::from_secs(60), || {
+            let (spec, pods, text) = (&spec, &pods, &text);
+            async move {
+                for p in pods {
+                    let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    let file = std::path::PathBuf::from(format!(
+                        "/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~secret/cloud-config/{CLOUD_CONFIG_KEY}"
+                    ));
+                    match crate::cluster::node::read_in_node(spec, &node, &file) {
+                        Ok(t) if t == *text => {}
+                        Ok(_) => {
+                            return Some(format!("{} still has the old one", p.metadata.name.as_deref().unwrap_or("")))
+                        }
+                        Err(e) => return Some(e.to_string()),
+                    }
+                }
+                None
+            }
+        })
+        .await
     }
 
     async fn filesystem_size(&self, t: &DataTarget) -> Result<u64, Failure> {
@@ -898,6 +1146,22 @@ else sha256sum {path} | cut -d' ' -f1; fi",
             (Some(Ok(block_size)), Some(Ok(blocks))) => Ok(block_size.saturating_mul(blocks)),
             _ => Err(fail(format!("statfs of {} in pod {}: unexpected output {out:?}", t.path, t.pod))),
         }
+    }
+
+    /// From the driver's own call counts by gRPC code (controller and every node
+    /// plugin): the real sidecars and kubelet made the calls. Counts start with
+    /// each driver process, so a killed one's failures are not counted.
+    async fn failed_calls(&self, phase: &str) -> Result<Vec<String>, Failure> {
+        let mut failed = Vec::new();
+        for (who, node, port) in self.metric_sources().await {
+            let text = self.metrics(&node, port).await.map_err(|e| fail(format!("{who}: {}", e.0)))?;
+            for (method, code, count) in rpc_codes(&text) {
+                if code != "Ok" && count > 0 && phase_of(&method) == phase {
+                    failed.push(format!("{method} {code} ×{count} ({who})"));
+                }
+            }
+        }
+        Ok(failed)
     }
 
     async fn in_flight(&self, phase: &str, node: &str) -> Result<bool, Failure> {
@@ -913,15 +1177,23 @@ else sha256sum {path} | cut -d' ' -f1; fi",
         }))
     }
 
-    async fn shutdown(self) {
+    async fn shutdown(mut self) {
         self.stop.cancel();
         self.collect_timeline().await;
         self.save_logs().await;
-        let forced = self.clean_guest().await;
+        // A VM the scenario left halted boots again: the next scenario needs its node.
+        let mut forced = Vec::new();
+        for vm in self.halted.clone() {
+            if let Err(e) = self.start_vm(&vm).await {
+                forced.push(format!("booting {vm} again failed: {}", e.0));
+            }
+        }
+        forced.extend(self.clean_guest().await);
         if !forced.is_empty() {
             tracing::warn!(forced = ?forced, "cleanup had to force");
             let _ = std::fs::write(self.work.join("cleanup-forced.txt"), forced.join("\n"));
         }
+        self.forwarders.cancel();
         self.sim.stop(&self.work).await;
     }
 }
@@ -936,6 +1208,33 @@ mod tests {
         assert_eq!(block_size(33554432, 2 << 20), 1 << 20);
         assert_eq!(block_size(4096, 1 << 20), 4096);
         assert_eq!(block_size(0, 1000), 8);
+    }
+
+    #[rstest::rstest]
+    #[case("snapshot-restore-clone", true)]
+    #[case("restore-into-larger-claim", true)]
+    #[case("rwx-shared-export", false)]
+    #[case("skew-7249-rwx-after-rbac-fix", false)]
+    fn scenarios_that_take_snapshots_wait_for_the_snapshotter(#[case] name: &str, #[case] uses: bool) {
+        let path = format!("{}/cases/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("the case file");
+        let scenario = crate::model::load(&text, &path).expect("a valid case");
+        assert_eq!(uses_snapshots(&scenario), uses);
+    }
+
+    #[test]
+    fn rpc_codes_read_the_drivers_counts() {
+        let text = "# TYPE harvester_csi_csi_operations counter\n\
+                    harvester_csi_csi_operations_total{method=\"ControllerPublishVolume\",code=\"Ok\"} 3\n\
+                    harvester_csi_csi_operations_total{method=\"ControllerPublishVolume\",code=\"Aborted\"} 1\n\
+                    harvester_csi_csi_operation_duration_seconds_count{method=\"NodeStageVolume\"} 3\n";
+        assert_eq!(
+            rpc_codes(text),
+            vec![
+                ("ControllerPublishVolume".to_string(), "Ok".to_string(), 3),
+                ("ControllerPublishVolume".to_string(), "Aborted".to_string(), 1)
+            ]
+        );
     }
 
     #[test]

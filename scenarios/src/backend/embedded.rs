@@ -243,6 +243,15 @@ impl Cluster for EmbeddedCluster {
         }
     }
 
+    async fn stop_vm(&mut self, vm: &str) -> Result<(), Failure> {
+        // The runner's node lifecycle (components::node_lifecycle) sees it down.
+        simulator::vm_power(&self.env, vm, "stop").await
+    }
+
+    async fn start_vm(&mut self, vm: &str) -> Result<(), Failure> {
+        simulator::vm_power(&self.env, vm, "start").await
+    }
+
     async fn change_host_address(&mut self, address: &str) -> Result<(), Failure> {
         let current = self
             .controller

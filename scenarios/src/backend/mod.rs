@@ -28,6 +28,15 @@ pub trait Cluster: Send {
         body: Option<Value>,
     ) -> impl Future<Output = Result<String, Failure>> + Send;
 
+    /// The VM halts (the simulator stops it) and its node with it: embedded, the
+    /// runner's node lifecycle sees the VM down; on a local cluster the node's
+    /// kubelet, containerd and containers die too, so Kubernetes finds out as it
+    /// would (the kubelet stops reporting).
+    fn stop_vm(&mut self, vm: &str) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// The VM runs again, and its node boots (kubelet and containerd start).
+    fn start_vm(&mut self, vm: &str) -> impl Future<Output = Result<(), Failure>> + Send;
+
     /// kill -9 then start again: `controller`, `node:<vm>` or `simulator`.
     fn kill_and_restart(&mut self, what: &str) -> impl Future<Output = Result<(), Failure>> + Send;
 
@@ -63,6 +72,21 @@ pub trait Cluster: Send {
 
     /// Total bytes of the filesystem the pod sees at the target path (`df`'s size).
     fn filesystem_size(&self, target: &DataTarget) -> impl Future<Output = Result<u64, Failure>> + Send;
+
+    /// The calls of a phase (`attach`, `stage`, …) that failed so far, one line each.
+    /// Embedded: the runner's own timeline of the calls it made.
+    fn failed_calls(&self, phase: &str) -> impl Future<Output = Result<Vec<String>, Failure>> + Send {
+        let failed: Vec<String> = self
+            .env()
+            .timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|p| p.name == phase && !p.ok)
+            .map(|p| format!("{} at {} ms", p.subject, p.start_ms))
+            .collect();
+        async move { Ok(failed) }
+    }
 
     /// Whether a `phase` (CSI node call, e.g. `stage`) is under way on `node`.
     fn in_flight(&self, phase: &str, node: &str) -> impl Future<Output = Result<bool, Failure>> + Send;

@@ -196,6 +196,11 @@ pub async fn admin(env: &Env, method: &str, path: &str, body: Option<Value>) -> 
     env.host.request_text(req).await.map_err(|e| fail(format!("simulator {method} /sim/{path}: {e}")))
 }
 
+/// Halts (`stop`) or starts (`start`) a VM in the simulator.
+pub async fn vm_power(env: &Env, vm: &str, action: &str) -> Result<(), Failure> {
+    admin(env, "POST", &format!("vms/{}/{vm}/{action}", env.host_namespace), None).await.map(drop)
+}
+
 /// Records every volume seen hot-plugged (with a target) in two VMs at once.
 pub fn watch_double_attach(env: Arc<Env>, stop: CancellationToken) {
     tokio::spawn(async move {

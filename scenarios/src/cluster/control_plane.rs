@@ -65,6 +65,11 @@ pub async fn start(spec: &Spec, etcd: &Etcd) -> Result<()> {
         format!("--cluster-signing-key-file={}", p("ca.key")),
         "--bind-address=127.0.0.1".into(),
         format!("--secure-port={CONTROLLER_MANAGER_PORT}"),
+        // A node whose kubelet stopped (a halted VM) is NotReady after missing its
+        // heartbeats (kubelets renew their Lease every 2 s here, node.rs) for this
+        // long: the default 50 s would leave a failover no time within a scenario.
+        "--node-monitor-grace-period=16s".into(),
+        "--node-monitor-period=2s".into(),
         "--v=2".into(),
     ];
     process::spawn(&spec.state_dir, "kube-controller-manager", &bin("kube-controller-manager"), &cm)?;

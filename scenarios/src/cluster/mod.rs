@@ -25,6 +25,7 @@ pub mod addons;
 pub mod cni;
 pub mod control_plane;
 pub mod etcd;
+pub mod forward;
 pub mod images;
 pub mod node;
 pub mod pki;

@@ -252,6 +252,15 @@ rotateCertificates: false
 # The attach/detach controller detaches once the node status no longer lists the
 # volume in use: report unmounts within seconds, not the default 10 s.
 nodeStatusUpdateFrequency: 2s
+# The kubelet grows a mounted filesystem (NodeExpandVolume after a resize) and
+# refreshes Secret volumes only when it syncs the pod: every syncFrequency
+# (default 1m, plus up to half of it as jitter). The scenarios' expansion bounds
+# are seconds.
+syncFrequency: 5s
+# The node's heartbeat: a Lease renewed every quarter of this (default 40 s, a
+# 10 s renewal). The controller-manager's grace period (control_plane.rs) is a
+# few renewals, so a halted node goes NotReady within seconds, not 50.
+nodeLeaseDurationSeconds: 8
 "#,
         ca = spec.state_dir.join("pki/ca.crt").display(),
         cgroup = cgroup_name(node),
@@ -293,7 +302,7 @@ exec sleep infinity",
         &format!("{node}-ns"),
         Path::new("nsenter"),
         &[
-            format!("--net=/run/netns/{}", netns(node)),
+            format!("--net={}", netns_path(node).display()),
             "--".into(),
             "unshare".into(),
             "--mount".into(),
@@ -310,28 +319,46 @@ exec sleep infinity",
         async move { (!ready.exists()).then(|| "not yet".into()) }
     })
     .await?;
-    let enter = |program: &Path, args: Vec<String>| -> Vec<String> {
-        let mut v = vec![format!("--target={holder}"), "--mount".into(), "--net".into(), "--".into()];
-        v.push(program.display().to_string());
-        v.extend(args);
-        v
-    };
+    start_containerd(spec, node, holder).await?;
+    images.import(&spec.tools.containerd.join("ctr"), &containerd_socket(node)).await?;
+    start_kubelet(spec, node, holder)
+}
 
+/// `nsenter` arguments that run `program` in the node's network and mount
+/// namespaces (those of the holder process).
+fn enter(holder: u32, program: &Path, args: Vec<String>) -> Vec<String> {
+    let mut v = vec![format!("--target={holder}"), "--mount".into(), "--net".into(), "--".into()];
+    v.push(program.display().to_string());
+    v.extend(args);
+    v
+}
+
+/// The process holding the node's namespaces.
+fn holder(spec: &Spec, node: &str) -> Result<u32> {
+    process::running(&spec.state_dir, &format!("{node}-ns")).ok_or_else(|| {
+        ClusterError::NotReady(format!("{node}: its namespace holder is not running (cluster up first)"))
+    })
+}
+
+async fn start_containerd(spec: &Spec, node: &str, holder: u32) -> Result<()> {
+    let dir = node_dir(spec, node);
     let cfg = dir.join("containerd.toml");
     write_file(&cfg, &containerd_config(spec, node), 0o644)?;
     let containerd = spec.tools.containerd.join("containerd");
+    let sock = containerd_socket(node);
+    // A socket left by a killed containerd would pass for the new one's.
+    let _ = std::fs::remove_file(&sock);
     let pid = process::spawn_with_env(
         &spec.state_dir,
         &format!("{node}-containerd"),
         Path::new("nsenter"),
-        &enter(&containerd, vec![format!("--config={}", cfg.display())]),
+        &enter(holder, &containerd, vec![format!("--config={}", cfg.display())]),
         // The shims and runc are found on PATH.
         &[(
             "PATH",
             format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", spec.tools.containerd.display()),
         )],
     )?;
-    let sock = containerd_socket(node);
     wait_until(&format!("{node}: containerd"), Duration::from_secs(30), || {
         let sock = sock.clone();
         async move {
@@ -344,11 +371,13 @@ exec sleep infinity",
     .await
     .map_err(|e| {
         ClusterError::NotReady(format!("{e}\n{}", process::tail(&spec.state_dir, &format!("{node}-containerd"), 5)))
-    })?;
-    images.import(&spec.tools.containerd.join("ctr"), &sock).await?;
+    })
+}
 
+fn start_kubelet(spec: &Spec, node: &str, holder: u32) -> Result<()> {
+    let i = spec.node_index(node).ok_or_else(|| ClusterError::Invalid(format!("{node} is not a node")))?;
     let (_, addr) = addresses(i);
-    let kcfg = dir.join("kubelet.yaml");
+    let kcfg = node_dir(spec, node).join("kubelet.yaml");
     write_file(&kcfg, &kubelet_config(spec, node, addr), 0o644)?;
     let kubelet = spec.tools.kubernetes.join("kubelet");
     process::spawn(
@@ -356,6 +385,7 @@ exec sleep infinity",
         &format!("{node}-kubelet"),
         Path::new("nsenter"),
         &enter(
+            holder,
             &kubelet,
             vec![
                 format!("--config={}", kcfg.display()),
@@ -369,13 +399,103 @@ exec sleep infinity",
     Ok(())
 }
 
-/// Stops the node and removes its namespaces, link and cgroups. Its pods'
-/// mounts go with the mount namespace once every process in it is gone.
-pub async fn stop(spec: &Spec, node: &str) -> Result<()> {
+/// The node's VM halts: its kubelet, containerd, shims and containers die at
+/// once (SIGKILL, no teardown), and what the VM had mounted goes with it (pod
+/// volumes, staged devices, container root filesystems, pod network namespace
+/// mounts), as after a power-off; its runtime state directory is emptied (a
+/// tmpfs in a real VM). The node's disk (kubelet root, images) and its
+/// namespaces stay, so `resume` boots it again. Kubernetes sees only that the
+/// kubelet stopped reporting.
+pub async fn halt(spec: &Spec, node: &str) -> Result<()> {
+    let holder = holder(spec, node)?;
     let state = &spec.state_dir;
-    process::stop(state, &format!("{node}-kubelet")).await;
-    // Containers first (their shims would restart nothing, but would hold the
-    // mount namespace), then the shims, containerd and the namespace holder.
+    for name in [format!("{node}-kubelet"), format!("{node}-containerd")] {
+        if let Some(pid) = process::running(state, &name) {
+            process::kill_now(pid);
+        }
+    }
+    kill_containers(node).await;
+    for p in pids_with_arg(&containerd_socket(node).display().to_string()) {
+        process::kill_now(p);
+    }
+    for name in [format!("{node}-kubelet"), format!("{node}-containerd")] {
+        process::stop(state, &name).await;
+    }
+    let runtime = run_dir(node).display().to_string();
+    let mut targets: Vec<String> = mount_points(holder)
+        .into_iter()
+        .filter(|t| t.starts_with("/var/lib/kubelet/") || t.starts_with(&format!("{runtime}/")))
+        .collect();
+    // Deepest first; lazily, so a mount still busy for a moment goes anyway.
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    if !targets.is_empty() {
+        let mut args = vec![format!("--target={holder}"), "--mount".into(), "--".into(), "umount".into(), "-l".into()];
+        args.extend(targets.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // A mount below one already gone fails alone; what is left is checked next.
+        let _ = run("nsenter", &args).await;
+    }
+    let left: Vec<String> = mount_points(holder)
+        .into_iter()
+        .filter(|t| t.starts_with("/var/lib/kubelet/") || t.starts_with(&format!("{runtime}/")))
+        .collect();
+    if !left.is_empty() {
+        return Err(ClusterError::NotReady(format!("{node}: still mounted after the halt: {}", left.join(", "))));
+    }
+    let state_dir = run_dir(node).join("containerd");
+    std::fs::remove_dir_all(&state_dir)
+        .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        .map_err(|e| ClusterError::io("removing", &state_dir, e))?;
+    Ok(())
+}
+
+/// The halted node's VM runs again: containerd and the kubelet start as at
+/// boot (the images are still on its disk).
+pub async fn resume(spec: &Spec, node: &str) -> Result<()> {
+    let holder = holder(spec, node)?;
+    start_containerd(spec, node, holder).await?;
+    start_kubelet(spec, node, holder)
+}
+
+/// A file as the node's processes see it (its mount namespace: a pod's Secret
+/// volume is a tmpfs mounted there only).
+pub fn read_in_node(spec: &Spec, node: &str, path: &Path) -> Result<String> {
+    let holder = holder(spec, node)?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let full = Path::new(&format!("/proc/{holder}/root")).join(rel);
+    std::fs::read_to_string(&full).map_err(|e| ClusterError::io("reading", &full, e))
+}
+
+/// The node's network namespace (`ip netns` path).
+pub fn netns_path(node: &str) -> PathBuf {
+    Path::new("/run/netns").join(netns(node))
+}
+
+/// Mount points in the mount namespace of `pid` (octal escapes decoded).
+fn mount_points(pid: u32) -> Vec<String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    info.lines().filter_map(|l| l.split_whitespace().nth(4)).map(unescape_mount_path).collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+pub(crate) fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// SIGKILL of every process in the node's cgroups (its pods' containers).
+async fn kill_containers(node: &str) {
     for _ in 0..3 {
         let pids = cgroup_pids(node);
         if pids.is_empty() {
@@ -384,6 +504,16 @@ pub async fn stop(spec: &Spec, node: &str) -> Result<()> {
         pids.iter().for_each(|p| process::kill_now(*p));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Stops the node and removes its namespaces, link and cgroups. Its pods'
+/// mounts go with the mount namespace once every process in it is gone.
+pub async fn stop(spec: &Spec, node: &str) -> Result<()> {
+    let state = &spec.state_dir;
+    process::stop(state, &format!("{node}-kubelet")).await;
+    // Containers first (their shims would restart nothing, but would hold the
+    // mount namespace), then the shims, containerd and the namespace holder.
+    kill_containers(node).await;
     let sock = containerd_socket(node).display().to_string();
     let shims = pids_with_arg(&sock);
     for p in &shims {
@@ -456,6 +586,14 @@ pub async fn wait_ready(client: &kube::Client, nodes: &[String], within: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_paths_with_escaped_characters_are_decoded() {
+        assert_eq!(unescape_mount_path("/var/lib/kubelet/pods/a\\040b"), "/var/lib/kubelet/pods/a b");
+        assert_eq!(unescape_mount_path("/x\\134y\\011"), "/x\\y\t");
+        // A backslash that starts no escape stays.
+        assert_eq!(unescape_mount_path("/x\\9"), "/x\\9");
+    }
 
     #[test]
     fn node_addresses_are_slash_30s_in_the_benchmarking_range_and_never_private() {

@@ -17,10 +17,10 @@ pub(super) async fn fault<C: Cluster>(c: &mut C, f: &model::Fault) -> Result<()>
         c.host_admin("PUT", "faults", Some(json!({}))).await?;
     }
     if let Some(vm) = &f.stop_vm {
-        c.host_admin("POST", &format!("vms/{}/{vm}/stop", c.env().host_namespace), None).await?;
+        c.stop_vm(vm).await?;
     }
     if let Some(vm) = &f.start_vm {
-        c.host_admin("POST", &format!("vms/{}/{vm}/start", c.env().host_namespace), None).await?;
+        c.start_vm(vm).await?;
     }
     if let Some(p) = &f.rbac {
         c.host_admin("POST", &format!("rbac/{p}"), None).await?;

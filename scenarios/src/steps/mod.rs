@@ -100,15 +100,7 @@ pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
             Ok(())
         }
         Step::NoFailed(phase) => {
-            let failed: Vec<String> = c
-                .env()
-                .timeline
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .filter(|p| p.name == *phase && !p.ok)
-                .map(|p| format!("{} at {} ms", p.subject, p.start_ms))
-                .collect();
+            let failed = c.failed_calls(phase).await?;
             if failed.is_empty() {
                 Ok(())
             } else {
