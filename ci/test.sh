@@ -24,7 +24,11 @@ else
   export HELM HELM4
   HELM="$(ci/cluster/tool-dir.sh helm)/helm"
   HELM4="$(ci/cluster/tool-dir.sh helm4)/helm"
-  cargo test --workspace --all-targets -- --include-ignored --skip mount::root_tests::ext4_online_grow
+  # The local-cluster test runs with the cluster suite below, once its image
+  # archives exist.
+  cargo test --workspace --all-targets -- --include-ignored \
+    --skip mount::root_tests::ext4_online_grow \
+    --skip a_local_cluster_runs_pods_on_every_node_and_stops_clean
   # Growing a mounted ext4 needs CAP_SYS_RESOURCE, which some sandboxes drop even
   # for root: run the test whose premise this machine meets, and say which.
   cap_eff=$(sed -n 's/^CapEff:\s*//p' /proc/self/status)
@@ -42,3 +46,24 @@ echo "== csi-sanity (driver + simulator)"
 
 echo "== scenario suite (embedded backend)"
 ./ci/scenarios.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "== NOT RUN (need root): image build, cluster suite, fuzzing"
+  exit 0
+fi
+
+# The image recipe and its containerd import; the debug binary keeps CI short
+# (the release image is the same recipe with `cargo build --release`).
+echo "== driver image (daemonless build, containerd import)"
+./ci/image.sh --binary target/debug/harvester-csi-driver
+
+# Real Kubernetes components, the chart and the sidecars. On a machine whose
+# tools cache is cold the Go builds take most of the time budget, so the suite
+# then runs the cases ci/cluster/cold-cases.txt names (the script says which).
+echo "== scenario suite (cluster backend)"
+./ci/cluster-scenarios.sh --cold-cases ci/cluster/cold-cases.txt --except ci/cluster/known-failures.txt
+echo "== local cluster up/down"
+cargo test -p scenarios --test local_cluster -- --ignored
+
+echo "== fuzzing (each target briefly; ci/fuzz.sh SECONDS for longer runs)"
+./ci/fuzz.sh 15
