@@ -8,7 +8,8 @@
 //! operators can reproduce by hand.
 
 mod command;
-#[cfg(test)]
+/// An in-memory mounter for tests and the fuzz harness (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 mod linux;
 mod mountinfo;
