@@ -19,7 +19,11 @@ if [ "$(id -u)" -ne 0 ]; then
   cargo test --workspace --all-targets
 else
   # As root, the ignored tests run too: every one of them is ignored only for
-  # needing root or a tool this script provides.
+  # needing root or a tool this script provides. The chart tests need helm 3
+  # and 4, built once into the tools cache (a few minutes cold, then reused).
+  export HELM HELM4
+  HELM="$(ci/cluster/tool-dir.sh helm)/helm"
+  HELM4="$(ci/cluster/tool-dir.sh helm4)/helm"
   cargo test --workspace --all-targets -- --include-ignored --skip mount::root_tests::ext4_online_grow
   # Growing a mounted ext4 needs CAP_SYS_RESOURCE, which some sandboxes drop even
   # for root: run the test whose premise this machine meets, and say which.

@@ -111,6 +111,18 @@ build_helm() {
   mark_built "$out"
 }
 
+# snapshot_crds OUT: the VolumeSnapshot CRDs ship in the client module
+# (client/v8/config/crd), which the main module's zip leaves out (nested module).
+snapshot_crds() {
+  local out=$1
+  [ -d "$out/crd" ] && return 0
+  local dir
+  dir=$(go mod download -json "github.com/kubernetes-csi/external-snapshotter/client/v8@$CSI_SNAPSHOTTER_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  cp -r "$dir/config/crd" "$out/crd.tmp"
+  chmod -R u+w "$out/crd.tmp"
+  mv "$out/crd.tmp" "$out/crd"
+}
+
 build_one() {
   case $1 in
     kubernetes) build_kubernetes ;;
@@ -119,7 +131,8 @@ build_one() {
     csi-resizer) build_in_module github.com/kubernetes-csi/external-resizer/v2 "$CSI_RESIZER_VERSION" csi-resizer csi-resizer ;;
     csi-snapshotter)
       DROP_REPLACE=github.com/kubernetes-csi/external-snapshotter/client/v8 \
-        build_in_module github.com/kubernetes-csi/external-snapshotter/v8 "$CSI_SNAPSHOTTER_VERSION" csi-snapshotter csi-snapshotter snapshot-controller ;;
+        build_in_module github.com/kubernetes-csi/external-snapshotter/v8 "$CSI_SNAPSHOTTER_VERSION" csi-snapshotter csi-snapshotter snapshot-controller
+      snapshot_crds "$CACHE/csi-snapshotter-$CSI_SNAPSHOTTER_VERSION" ;;
     helm) build_helm "$HELM_VERSION" ;;
     helm4) build_helm "$HELM4_VERSION" ;;
     *) echo "unknown tool: $1" >&2; exit 2 ;;

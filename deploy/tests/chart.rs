@@ -219,6 +219,22 @@ fn the_controller_runs_every_sidecar_leader_elected_beside_the_driver() {
     assert!(c.pointer("/spec/template/spec/affinity/podAntiAffinity").is_some());
 }
 
+/// The embedded scenario backend plays the kubelet and the provisioner with what the
+/// chart deploys (scenarios/src/deployment.rs): the two must not drift apart, or the
+/// embedded suite proves the behaviour of a deployment nobody installs.
+#[test]
+#[ignore = "needs helm 3 and 4: ci/cluster/build-tools.sh helm helm4"]
+fn the_embedded_backend_mirrors_the_charts_csidriver_and_provisioner_defaults() {
+    let docs = render(Major::V3, "default");
+    let driver = of_kind(&docs, "CSIDriver").into_iter().next().expect("one CSIDriver");
+    let mirrored = scenarios::deployment::csi_driver();
+    assert_eq!(driver.get("metadata").and_then(|m| m.get("name")), mirrored.pointer("/metadata/name"));
+    assert_eq!(driver.get("spec"), mirrored.get("spec"), "CSIDriver spec differs from scenarios::deployment");
+    let provisioner = args(container(controller(&docs), "csi-provisioner").expect("provisioner"));
+    let flag = format!("--default-fstype={}", scenarios::deployment::DEFAULT_FSTYPE);
+    assert!(provisioner.contains(&flag), "provisioner lacks {flag}: {provisioner:?}");
+}
+
 #[rstest]
 #[case::default("default", "/var/lib/kubelet")]
 #[case::custom("kubelet-root", "/var/lib/k0s/kubelet")]

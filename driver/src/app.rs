@@ -23,8 +23,6 @@ pub enum StartError {
     CloudConfig { path: String, reason: String },
     #[error("guest cluster access: {0}")]
     Guest(String),
-    #[error("{0}")]
-    Flags(String),
     #[error(transparent)]
     Endpoint(#[from] server::EndpointError),
     #[error("identifying this node's VM: {0}")]
@@ -35,6 +33,10 @@ pub enum StartError {
     NodeTopology(crate::error::Error),
     #[error("serving: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error("kubelet plugin registration: {0}")]
+    Registration(#[from] crate::registration::RegistrationError),
 }
 
 /// The host API as the cloud-config reaches it.
@@ -89,20 +91,8 @@ pub async fn guest_client(config: &Config) -> Result<Option<kube::Client>, Start
     }
 }
 
-/// Flag combinations that cannot mean what the operator wants: refused before anything starts.
-fn check_flags(config: &Config) -> Result<(), StartError> {
-    if !config.runs_controller() && config.guest_kubeconfig.is_some() {
-        return Err(StartError::Flags(
-            "--guest-kubeconfig is read only by the controller (--mode controller or all); \
-             a node plugin never talks to the guest cluster: remove the flag"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    check_flags(&config)?;
+    config.validate().map_err(StartError::Config)?;
     let endpoint: Endpoint = config.endpoint.parse()?;
     let metrics = Arc::new(Metrics::default());
     let HostConnection { client, namespace, url: cluster_url, ca_der } = host_client(&config).await?;
@@ -212,29 +202,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
             }
         });
     }
-    server::serve(router, endpoint, shutdown).await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-    use rstest::rstest;
-
-    use super::*;
-
-    #[rstest]
-    #[case(&["--mode=node", "--guest-kubeconfig=/g"], false)]
-    #[case(&["--mode=node"], true)]
-    #[case(&["--mode=controller", "--guest-kubeconfig=/g"], true)]
-    #[case(&["--mode=all", "--guest-kubeconfig=/g"], true)]
-    fn guest_kubeconfig_is_refused_in_node_mode(#[case] args: &[&str], #[case] ok: bool) {
-        let config = Config::try_parse_from(std::iter::once("harvester-csi-driver").chain(args.iter().copied()))
-            .expect("flags parse");
-        let checked = check_flags(&config);
-        assert_eq!(checked.is_ok(), ok, "{checked:?}");
-        if let Err(e) = checked {
-            assert!(e.to_string().contains("--guest-kubeconfig"), "{e}");
+    let (bound, bound_rx) = tokio::sync::oneshot::channel();
+    let registration = match (&config.plugin_registration_dir, &config.kubelet_registration_path) {
+        (Some(dir), Some(path)) => {
+            let service = crate::registration::RegistrationService {
+                endpoint: path.display().to_string(),
+                metrics: metrics.clone(),
+            };
+            let (dir, stop) = (dir.clone(), shutdown.clone());
+            // Registered only once the CSI socket accepts calls: the kubelet calls
+            // NodeGetInfo right after GetInfo.
+            Some(tokio::spawn(async move {
+                if bound_rx.await.is_err() {
+                    return Ok(());
+                }
+                let served = crate::registration::serve(&dir, service, stop.clone()).await;
+                // Without registration the kubelet never sends volumes here: stop the
+                // whole plugin so that its container restarts and says why.
+                stop.cancel();
+                served
+            }))
+        }
+        _ => None,
+    };
+    let served = server::serve(router, endpoint, shutdown.clone(), Some(bound)).await;
+    shutdown.cancel();
+    if let Some(r) = registration {
+        match r.await {
+            Ok(result) => result?,
+            Err(e) => return Err(StartError::Config(format!("registration task: {e}"))),
         }
     }
+    served?;
+    Ok(())
 }

@@ -90,6 +90,17 @@ pub struct Config {
     #[arg(long, env = "OPERATION_TIMEOUT", default_value = "100s", value_parser = parse_duration)]
     pub operation_timeout: Duration,
 
+    /// Serve the kubelet plugin-registration API (what node-driver-registrar does) on
+    /// `DIR/driver.harvesterhci.io-reg.sock`, DIR being the kubelet's plugins_registry
+    /// (node mode only; needs --kubelet-registration-path).
+    #[arg(long, env = "PLUGIN_REGISTRATION_DIR", requires = "kubelet_registration_path")]
+    pub plugin_registration_dir: Option<PathBuf>,
+
+    /// The CSI socket as the kubelet sees it (e.g.
+    /// /var/lib/kubelet/plugins/driver.harvesterhci.io/csi.sock); sent to the kubelet at registration.
+    #[arg(long, env = "KUBELET_REGISTRATION_PATH", requires = "plugin_registration_dir")]
+    pub kubelet_registration_path: Option<PathBuf>,
+
     /// A tool instead of serving (flags above give the clusters to talk to).
     #[command(subcommand)]
     pub tool: Option<Tool>,
@@ -103,7 +114,44 @@ pub enum Tool {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also list volumes the upstream driver made that this driver never used
+        /// (unlabelled `pvc-<uuid>` RWX host PVCs); their guest cluster is unknown.
+        #[arg(long)]
+        include_unowned: bool,
     },
+    /// Make this guest cluster's identity on the Harvester host and write its
+    /// cloud-config (what upstream's generate_addon_csi.sh does): a ServiceAccount
+    /// in the VMs' namespace, a RoleBinding to harvesterhci.io:cloudprovider, a
+    /// ClusterRoleBinding to harvesterhci.io:csi-driver, a token Secret, then the
+    /// kubeconfig. Needs a Harvester admin's credentials; safe to run again.
+    CloudConfig(CloudConfigArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CloudConfigArgs {
+    /// Kubeconfig of the Harvester host whose credentials may create ServiceAccounts,
+    /// Secrets and RBAC bindings (a Harvester admin's).
+    #[arg(long)]
+    pub host_kubeconfig: PathBuf,
+    /// Host namespace of the guest cluster's VMs (the cloud-config's namespace).
+    #[arg(long)]
+    pub namespace: String,
+    /// ServiceAccount to make for the guest cluster (e.g. the guest cluster's name).
+    #[arg(long)]
+    pub service_account: String,
+    /// Where to write the cloud-config (mode 0600); the chart's Secret key has this name.
+    #[arg(long, default_value = "cloud-provider-config")]
+    pub output: PathBuf,
+    /// Print the objects that would be created (YAML) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Host API URL for the cloud-config (default: the host kubeconfig's server); e.g.
+    /// https://<Harvester VIP>:6443 when that kubeconfig goes through Rancher.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Longest wait for the host's token controller to issue the token.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `90s`, `2m`, `1500ms`, or plain seconds.
@@ -125,6 +173,27 @@ impl Config {
     }
     pub fn runs_node(&self) -> bool {
         matches!(self.mode, Mode::Node | Mode::All)
+    }
+
+    /// Flag combinations clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.runs_controller() && self.guest_kubeconfig.is_some() {
+            return Err("--guest-kubeconfig is read only by the controller (--mode controller or all); \
+                 a node plugin never talks to the guest cluster: remove the flag"
+                .into());
+        }
+        if self.plugin_registration_dir.is_some() && !self.runs_node() {
+            return Err(
+                "--plugin-registration-dir registers a node plugin with its kubelet; it needs --mode node (or all), not --mode controller"
+                    .into(),
+            );
+        }
+        if let Some(p) = &self.kubelet_registration_path {
+            if !p.is_absolute() {
+                return Err(format!("--kubelet-registration-path {} must be absolute", p.display()));
+            }
+        }
+        Ok(())
     }
 
     /// The cloud-config path to use: the flag if it exists, else the upstream fallback.
@@ -151,6 +220,44 @@ mod tests {
     #[case("x", None)]
     fn durations(#[case] input: &str, #[case] millis: Option<u64>) {
         assert_eq!(parse_duration(input).ok().map(|d| d.as_millis() as u64), millis);
+    }
+
+    #[rstest]
+    #[case(&["--mode=node", "--plugin-registration-dir=/r", "--kubelet-registration-path=/k/csi.sock"], Ok(()))]
+    #[case(&["--mode=all", "--plugin-registration-dir=/r", "--kubelet-registration-path=/k/csi.sock"], Ok(()))]
+    #[case(&["--mode=controller", "--plugin-registration-dir=/r", "--kubelet-registration-path=/k/csi.sock"], Err("--mode node"))]
+    #[case(&["--mode=node", "--plugin-registration-dir=/r", "--kubelet-registration-path=csi.sock"], Err("absolute"))]
+    fn registration_flags(#[case] args: &[&str], #[case] want: Result<(), &str>) {
+        let c = Config::try_parse_from(std::iter::once("driver").chain(args.iter().copied())).expect("flags parse");
+        match (c.validate(), want) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Err(part)) => assert!(e.contains(part), "{e}"),
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case(&["--plugin-registration-dir=/r"])]
+    #[case(&["--kubelet-registration-path=/k/csi.sock"])]
+    fn registration_flags_come_together(#[case] args: &[&str]) {
+        let e = Config::try_parse_from(std::iter::once("driver").chain(args.iter().copied()))
+            .expect_err("one registration flag without the other");
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{e}");
+    }
+
+    #[rstest]
+    #[case(&["--mode=node", "--guest-kubeconfig=/g"], false)]
+    #[case(&["--mode=node"], true)]
+    #[case(&["--mode=controller", "--guest-kubeconfig=/g"], true)]
+    #[case(&["--mode=all", "--guest-kubeconfig=/g"], true)]
+    fn guest_kubeconfig_is_refused_in_node_mode(#[case] args: &[&str], #[case] ok: bool) {
+        let config = Config::try_parse_from(std::iter::once("harvester-csi-driver").chain(args.iter().copied()))
+            .expect("flags parse");
+        let checked = config.validate();
+        assert_eq!(checked.is_ok(), ok, "{checked:?}");
+        if let Err(e) = checked {
+            assert!(e.contains("--guest-kubeconfig"), "{e}");
+        }
     }
 
     #[test]

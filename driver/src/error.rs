@@ -39,6 +39,14 @@ pub enum Error {
     },
     #[error(transparent)]
     Mount(#[from] MountError),
+    /// A local file a tool reads or writes (e.g. the cloud-config it generates).
+    #[error("{op} {path}: {source}")]
+    File {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -98,7 +106,7 @@ impl Error {
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::Internal(_) => Code::Internal,
+            Error::Internal(_) | Error::File { .. } => Code::Internal,
             Error::Mount(e) => match e {
                 MountError::UnsupportedFs { .. } => Code::InvalidArgument,
                 MountError::DeviceHoldsOtherFs { .. } | MountError::Corrupt { .. } => Code::FailedPrecondition,

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod capabilities;
+pub mod cloud_config;
 pub mod config;
 pub mod contexts;
 pub mod controller;
@@ -18,5 +19,6 @@ pub mod mount;
 pub mod names;
 pub mod node;
 pub mod orphans;
+pub mod registration;
 pub mod rpc;
 pub mod server;

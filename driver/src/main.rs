@@ -1,7 +1,7 @@
 //! `harvester-csi-driver`: the CSI driver for Kubernetes clusters in Harvester VMs.
 
 use clap::Parser;
-use harvester_csi_driver::config::{Config, LogFormat};
+use harvester_csi_driver::config::{Config, LogFormat, Tool};
 use tokio_util::sync::CancellationToken;
 
 fn init_logging(format: LogFormat) {
@@ -32,14 +32,27 @@ async fn main() -> std::process::ExitCode {
         }
         stop.cancel();
     });
-    if let Some(harvester_csi_driver::config::Tool::Orphans { json }) = &config.tool {
-        return match orphan_report(&config, *json).await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("harvester-csi-driver orphans: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+    match &config.tool {
+        Some(Tool::Orphans { json, include_unowned }) => {
+            return match orphan_report(&config, *json, *include_unowned).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("harvester-csi-driver orphans: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Tool::CloudConfig(args)) => {
+            let mut out = std::io::stdout();
+            return match harvester_csi_driver::cloud_config::execute(args, &mut out).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("harvester-csi-driver cloud-config: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     match harvester_csi_driver::app::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -50,12 +63,12 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn orphan_report(config: &Config, json: bool) -> anyhow::Result<()> {
+async fn orphan_report(config: &Config, json: bool, include_unowned: bool) -> anyhow::Result<()> {
     use harvester_csi_driver::{app, host::Host, metrics::Metrics, orphans};
     let conn = app::host_client(config).await?;
     let host = Host::new(conn.client, conn.namespace, std::sync::Arc::new(Metrics::default()));
     let guest = app::guest_client(config).await?;
-    let report = orphans::report(&host, config.cluster_id.as_deref(), guest.as_ref()).await?;
+    let report = orphans::report(&host, config.cluster_id.as_deref(), guest.as_ref(), include_unowned).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -71,10 +71,13 @@ pub struct Metrics {
     rpc_total: Family<RpcLabels, Counter>,
     rpc_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
+    method_in_flight: Family<MethodLabels, Gauge>,
     host_total: Family<HostLabels, Counter>,
     host_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     features: Family<FeatureLabels, Gauge>,
     host_info: Family<HostInfoLabels, Gauge>,
+    kubelet_registered: Gauge,
+    kubelet_registration_failures: Counter,
     report: RwLock<Option<serde_json::Value>>,
 }
 
@@ -86,15 +89,23 @@ impl Default for Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let in_flight = Gauge::default();
+        let method_in_flight = Family::<MethodLabels, Gauge>::default();
         let host_total = Family::<HostLabels, Counter>::default();
         let host_duration = Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
         let features = Family::<FeatureLabels, Gauge>::default();
         let host_info = Family::<HostInfoLabels, Gauge>::default();
+        let kubelet_registered = Gauge::default();
+        let kubelet_registration_failures = Counter::default();
         registry.register("csi_operations", "CSI RPCs by method and gRPC code", rpc_total.clone());
         registry.register("csi_operation_duration_seconds", "CSI RPC latency", rpc_duration.clone());
         registry.register("csi_operations_in_flight", "CSI RPCs being served", in_flight.clone());
+        registry.register(
+            "csi_method_operations_in_flight",
+            "CSI RPCs being served, by method (e.g. a NodeStageVolume under way)",
+            method_in_flight.clone(),
+        );
         registry.register("host_api_requests", "Harvester API calls by operation and outcome", host_total.clone());
         registry.register("host_api_request_duration_seconds", "Harvester API call latency", host_duration.clone());
         registry.register(
@@ -103,15 +114,28 @@ impl Default for Metrics {
             features.clone(),
         );
         registry.register("host_info", "Harvester version and hotplug form in use", host_info.clone());
+        registry.register(
+            "kubelet_plugin_registered",
+            "1 once the kubelet reported this node plugin registered (--plugin-registration-dir)",
+            kubelet_registered.clone(),
+        );
+        registry.register(
+            "kubelet_plugin_registration_failures",
+            "Registrations the kubelet reported as failed",
+            kubelet_registration_failures.clone(),
+        );
         Self {
             registry,
             rpc_total,
             rpc_duration,
             in_flight,
+            method_in_flight,
             host_total,
             host_duration,
             features,
             host_info,
+            kubelet_registered,
+            kubelet_registration_failures,
             report: RwLock::new(None),
         }
     }
@@ -131,6 +155,7 @@ pub struct RpcTimer<'a> {
 impl Metrics {
     pub fn start_rpc(&self, method: &'static str) -> RpcTimer<'_> {
         self.in_flight.inc();
+        self.method_in_flight.get_or_create(&MethodLabels { method: method.into() }).inc();
         RpcTimer { metrics: self, method, started: std::time::Instant::now(), code: None }
     }
 
@@ -150,6 +175,14 @@ impl Metrics {
             .get_or_create(&HostInfoLabels { version: capabilities.host_version, hotplug: capabilities.hotplug })
             .set(1);
         *self.report.write().unwrap_or_else(|p| p.into_inner()) = Some(capabilities.report);
+    }
+
+    /// What the kubelet said about this plugin's registration.
+    pub fn set_kubelet_registration(&self, registered: bool) {
+        self.kubelet_registered.set(i64::from(registered));
+        if !registered {
+            self.kubelet_registration_failures.inc();
+        }
     }
 
     pub fn render(&self) -> String {
@@ -176,6 +209,7 @@ impl Drop for RpcTimer<'_> {
             .get_or_create(&MethodLabels { method: self.method.into() })
             .observe(self.started.elapsed().as_secs_f64());
         self.metrics.in_flight.dec();
+        self.metrics.method_in_flight.get_or_create(&MethodLabels { method: self.method.into() }).dec();
     }
 }
 
@@ -217,6 +251,7 @@ mod tests {
         }
         let text = m.render();
         assert!(text.contains("harvester_csi_csi_operations_in_flight 0\n"), "{text}");
+        assert!(text.contains(r#"csi_method_operations_in_flight{method="NodeStageVolume"} 0"#), "{text}");
         assert!(text.contains(r#"csi_operations_total{method="NodeStageVolume",code="Ok"} 1"#), "{text}");
         assert!(text.contains(r#"csi_operations_total{method="NodeStageVolume",code="Cancelled"} 1"#), "{text}");
     }

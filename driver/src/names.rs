@@ -27,9 +27,12 @@ pub mod keys {
     pub const SHARED: &str = "csi.harvesterhci.io/shared";
     /// The CO's name for a volume/snapshot whose host name is a hash of it.
     pub const CSI_NAME: &str = "csi.harvesterhci.io/csi-name";
+    /// `"true"` on a host volume another driver (upstream's) made and this one
+    /// labelled as its own when it first used it.
+    pub const ADOPTED: &str = "csi.harvesterhci.io/adopted";
 }
 
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -37,7 +40,7 @@ fn is_dns_label(s: &str) -> bool {
         && s.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

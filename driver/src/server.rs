@@ -36,8 +36,19 @@ impl std::str::FromStr for Endpoint {
     }
 }
 
-/// Serves until `shutdown`. A stale Unix socket file is removed first.
-pub async fn serve(router: Router, endpoint: Endpoint, shutdown: CancellationToken) -> std::io::Result<()> {
+/// Serves until `shutdown`. A stale Unix socket file is removed first. `bound`
+/// hears once the endpoint accepts connections (kubelet registration waits for it).
+pub async fn serve(
+    router: Router,
+    endpoint: Endpoint,
+    shutdown: CancellationToken,
+    bound: Option<tokio::sync::oneshot::Sender<()>>,
+) -> std::io::Result<()> {
+    let announce = move || {
+        if let Some(b) = bound {
+            let _ = b.send(());
+        }
+    };
     match endpoint {
         Endpoint::Unix(path) => {
             if let Some(parent) = path.parent() {
@@ -50,6 +61,7 @@ pub async fn serve(router: Router, endpoint: Endpoint, shutdown: CancellationTok
             }
             let listener = tokio::net::UnixListener::bind(&path)?;
             tracing::info!(socket = %path.display(), "serving CSI");
+            announce();
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             router
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
@@ -59,9 +71,14 @@ pub async fn serve(router: Router, endpoint: Endpoint, shutdown: CancellationTok
             Ok(())
         }
         Endpoint::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(%addr, "serving CSI");
+            announce();
             router
-                .serve_with_shutdown(addr, shutdown.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    shutdown.cancelled_owned(),
+                )
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))
         }

@@ -361,7 +361,7 @@ async fn v1_3_rwx_refused_and_rwo_attach_works() {
         let env = Env::start(Options::profile("v1.3")).await;
 
         let (code, msg) = code_of(env.create(rwx_req("pvc-rwx")).await);
-        assert_eq!(code, Code::InvalidArgument, "{msg}");
+        assert_eq!(code, Code::FailedPrecondition, "{msg}");
         assert!(msg.contains("Harvester ≥ v1.4"), "the message names the release RWX needs: {msg}");
         assert!(env.host_pvc("pvc-rwx").await.is_none());
 
@@ -385,7 +385,7 @@ async fn fixed_rbac_enables_rwx_without_a_restart() {
     bounded(90, async {
         let env = Env::start(Options::profile("v1.4").rbac("v1.3")).await;
         let (code, msg) = code_of(env.create(rwx_req("pvc-rwx")).await);
-        assert_eq!(code, Code::InvalidArgument, "{msg}");
+        assert_eq!(code, Code::FailedPrecondition, "{msg}");
         assert!(msg.contains("Harvester ≥ v1.4"), "{msg}");
 
         env.sim_request("POST", "/sim/rbac/v1.4", None).await;
@@ -393,7 +393,7 @@ async fn fixed_rbac_enables_rwx_without_a_restart() {
             match env.create(rwx_req("pvc-rwx")).await {
                 Ok(v) => Some(v),
                 Err(s) => {
-                    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+                    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     None
                 }

@@ -1,7 +1,9 @@
 //! The out-of-service taint controller (`guest::node_health::run`) against a
 //! plain guest Kubernetes API (`harvester_simulator::guest::GuestCluster`) and
 //! the in-process Harvester simulator as the host: a guest node whose VM is
-//! down is tainted, only the driver's own disks are freed from the dead VM,
+//! down is tainted, only the driver's own disks are freed from the dead VM (its
+//! serial, or for a volume the upstream driver attached without one, a guest PV of
+//! this driver naming it),
 //! the taint goes once the node is back, and a taint someone else added is
 //! never touched.
 
@@ -19,7 +21,7 @@ use harvester_csi_driver::metrics::Metrics;
 use harvester_csi_driver::names;
 use harvester_simulator::guest::GuestCluster;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Taint};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Taint};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rstest::rstest;
 use serde_json::{json, Value};
@@ -121,10 +123,13 @@ async fn driver_host(env: &Env, profile: &str) -> Host {
     host
 }
 
-/// Hot-plugs host PVC `volume` into guest-1 the way a human would on this
-/// release, with a serial that is not the driver's.
-async fn hotplug_by_hand(env: &Env, profile: &str, volume: &str) {
-    let disk = json!({"name": volume, "disk": {"bus": "scsi"}, "serial": "human-disk"});
+/// Hot-plugs host PVC `volume` into guest-1 the way a human (with a serial that is
+/// not the driver's) or the upstream driver (no serial) would on this release.
+async fn hotplug_by_hand(env: &Env, profile: &str, volume: &str, serial: Option<&str>) {
+    let mut disk = json!({"name": volume, "disk": {"bus": "scsi"}});
+    if let Some(s) = serial {
+        disk["serial"] = json!(s);
+    }
     if profile == "v1.8" {
         let vm = env.vm("guest-1").await;
         let rv = vm.pointer("/metadata/resourceVersion").cloned().expect("resourceVersion");
@@ -141,14 +146,18 @@ async fn hotplug_by_hand(env: &Env, profile: &str, volume: &str) {
             .await
             .expect("patching the human's volume into guest-1");
     } else {
+        let mut options = json!({
+            "name": volume,
+            "disk": {"disk": {"bus": "scsi"}},
+            "volumeSource": {"persistentVolumeClaim": {"claimName": volume}},
+        });
+        if let Some(s) = serial {
+            options["disk"]["serial"] = json!(s);
+        }
         env.sim_request(
             "PUT",
             "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/guest-1/addvolume",
-            Some(json!({
-                "name": volume,
-                "disk": {"disk": {"bus": "scsi"}, "serial": "human-disk"},
-                "volumeSource": {"persistentVolumeClaim": {"claimName": volume}},
-            })),
+            Some(options),
         )
         .await;
     }
@@ -197,11 +206,38 @@ async fn out_of_service_taint_lifecycle(#[case] profile: &'static str) {
         }))
         .expect("PVC object");
         env.pvcs().create(&PostParams::default(), &pvc).await.expect("creating the human's host PVC");
-        hotplug_by_hand(&env, profile, human).await;
+        hotplug_by_hand(&env, profile, human, Some("human-disk")).await;
         wait_for("the human's volume to be in the VM template", 10, || async {
             env.vm_lists("guest-1", human).await.then_some(())
         })
         .await;
+
+        // Volumes the upstream driver attached before the switch (no serial): one this
+        // guest cluster has a PV of this driver for, one it has not (another cluster's).
+        let (upstream, others) = ("pvc-0b1c8a3e-51f2-4bd4-9a3c-6a1f0c0e8de1", "pvc-0b1c8a3e-51f2-4bd4-9a3c-6a1f0c0e8de2");
+        for name in [upstream, others] {
+            let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"accessModes": ["ReadWriteMany"], "volumeMode": "Block", "resources": {"requests": {"storage": "16Mi"}}},
+            }))
+            .expect("PVC object");
+            env.pvcs().create(&PostParams::default(), &pvc).await.expect("creating an upstream host PVC");
+            hotplug_by_hand(&env, profile, name, None).await;
+            wait_for("upstream's volume to be in the VM template", 10, || async {
+                env.vm_lists("guest-1", name).await.then_some(())
+            })
+            .await;
+        }
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": upstream},
+            "spec": {"capacity": {"storage": "16Mi"}, "accessModes": ["ReadWriteOnce"], "volumeMode": "Block",
+                     "csi": {"driver": names::DRIVER_NAME, "volumeHandle": upstream}},
+        }))
+        .expect("PV object");
+        Api::<PersistentVolume>::all(guest_client.clone())
+            .create(&PostParams::default(), &pv)
+            .await
+            .expect("creating the guest PV of upstream's volume");
         let disk = disk_of(&env.vm("guest-1").await, human).expect("the human's disk");
         assert_eq!(disk.get("serial"), Some(&json!("human-disk")), "{disk}");
 
@@ -242,8 +278,13 @@ async fn out_of_service_taint_lifecycle(#[case] profile: &'static str) {
             (!env.vm_lists("guest-1", "pvc-ours").await).then_some(())
         })
         .await;
+        wait_for("upstream's volume of this cluster to leave the stopped VM", PHASE_SECS, || async {
+            (!env.vm_lists("guest-1", upstream).await).then_some(())
+        })
+        .await;
         let vm1 = env.vm("guest-1").await;
         assert!(env.vm_lists("guest-1", human).await, "the human's volume stays: {vm1}");
+        assert!(env.vm_lists("guest-1", others).await, "a serial-less disk no guest PV names stays: {vm1}");
         assert_eq!(disk_of(&vm1, human).and_then(|d| d.get("serial").cloned()), Some(json!("human-disk")));
         assert!(disk_of(&vm1, "pvc-ours").is_none(), "the driver's disk is gone too: {vm1}");
 

@@ -71,3 +71,15 @@ pub use csi::v1::snapshot_metadata_server::{SnapshotMetadata, SnapshotMetadataSe
 /// (`Timestamp`, `BoolValue`, `Int64Value`, ...), so dependents use the
 /// exact same version.
 pub use prost_types;
+
+/// The kubelet plugin-registration API (`pluginregistration.k8s.io/v1`,
+/// protobuf package `pluginregistration`): what node-driver-registrar serves
+/// on a socket in the kubelet's `plugins_registry` directory, so the kubelet
+/// finds a CSI driver's node socket.
+pub mod pluginregistration {
+    #[allow(clippy::all, clippy::pedantic, clippy::nursery, missing_docs)]
+    mod generated {
+        tonic::include_proto!("pluginregistration");
+    }
+    pub use generated::*;
+}

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cluster;
 pub mod components;
 pub mod csi;
 pub mod deployment;

@@ -19,6 +19,10 @@ pub struct Scenario {
     /// Guest objects applied before the steps (StorageClasses, PVCs, …).
     #[serde(default)]
     pub guest: Vec<Value>,
+    /// Volumes the upstream (Go) driver provisioned before the switch to this one:
+    /// made on both sides as that driver left them, after `guest`, before the steps.
+    #[serde(default, rename = "upstreamVolumes")]
+    pub upstream_volumes: Vec<UpstreamVolume>,
     pub steps: Vec<Step>,
     /// Fail the whole scenario after this long.
     #[serde(default = "default_timeout", deserialize_with = "duration")]
@@ -176,6 +180,106 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// A volume the upstream driver provisioned (reference §2.1): host PVC named
+/// `volume` with its shape (`[ReadWriteMany]`, Block for RWO / Filesystem for RWX,
+/// size rounded up to 2 MiB, no labels), a NetworkFilesystem for RWX, and the guest
+/// PV/PVC bound to it as its provisioner made them (handle = `volume`, volume
+/// attributes = the StorageClass parameters, no topology).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamVolume {
+    /// Volume id = host PVC name = guest PV name (`pvc-<uuid>`).
+    pub volume: String,
+    /// The guest claim bound to it.
+    pub claim: String,
+    #[serde(default = "default_ns")]
+    pub namespace: String,
+    /// A guest StorageClass among the `guest` objects.
+    #[serde(rename = "storageClass")]
+    pub storage_class: String,
+    /// `ReadWriteOnce` or `ReadWriteMany`.
+    #[serde(rename = "accessMode")]
+    pub access_mode: String,
+    /// `Filesystem` (default) or `Block`.
+    #[serde(default = "filesystem", rename = "volumeMode")]
+    pub volume_mode: String,
+    pub size: String,
+    /// What the upstream node plugin (or, for RWX, Longhorn's share-manager) left on it.
+    #[serde(default)]
+    pub data: Option<UpstreamData>,
+}
+
+fn filesystem() -> String {
+    "Filesystem".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamData {
+    /// Filesystem volumes: a file at this path in the volume's root.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Block volumes: where the bytes start on the device.
+    #[serde(default, deserialize_with = "opt_size")]
+    pub offset: Option<u64>,
+    #[serde(deserialize_with = "size", rename = "randomBytes")]
+    pub random_bytes: u64,
+    /// Name to remember the checksum under (for `read`).
+    pub remember: String,
+}
+
+impl UpstreamVolume {
+    pub fn rwx(&self) -> bool {
+        self.access_mode == "ReadWriteMany"
+    }
+    pub fn block(&self) -> bool {
+        self.volume_mode == "Block"
+    }
+
+    /// What the file can get wrong, said before anything starts.
+    fn check(&self, guest: &[Value]) -> Result<(), String> {
+        let v = &self.volume;
+        let uuid = v.strip_prefix("pvc-").unwrap_or("");
+        let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
+        if groups != [8, 4, 4, 4, 12]
+            || !uuid.bytes().all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "upstream volume {v:?} is not named pvc-<uuid> as upstream's provisioner names volumes"
+            ));
+        }
+        if !matches!(self.access_mode.as_str(), "ReadWriteOnce" | "ReadWriteMany") {
+            return Err(format!("upstream volume {v}: accessMode must be ReadWriteOnce or ReadWriteMany"));
+        }
+        if !matches!(self.volume_mode.as_str(), "Filesystem" | "Block") {
+            return Err(format!("upstream volume {v}: volumeMode must be Filesystem or Block"));
+        }
+        if self.rwx() && self.block() {
+            return Err(format!("upstream volume {v}: upstream has no RWX block volumes"));
+        }
+        parse_size(&self.size).map_err(|e| format!("upstream volume {v}: {e}"))?;
+        let class_defined = guest.iter().any(|o| {
+            o.get("kind").and_then(Value::as_str) == Some("StorageClass")
+                && o.pointer("/metadata/name").and_then(Value::as_str) == Some(self.storage_class.as_str())
+        });
+        if !class_defined {
+            return Err(format!(
+                "upstream volume {v}: storageClass {:?} is not among the guest objects",
+                self.storage_class
+            ));
+        }
+        match &self.data {
+            Some(d) if self.block() && (d.path.is_some() || d.offset.is_none()) => {
+                Err(format!("upstream volume {v}: block data takes an offset, not a path"))
+            }
+            Some(d) if !self.block() && (d.path.is_none() || d.offset.is_some()) => {
+                Err(format!("upstream volume {v}: filesystem data takes a path, not an offset"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A pod's use of a PVC.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -213,17 +317,6 @@ pub struct PodSecurity {
     pub fs_group: Option<u32>,
 }
 
-/// The filesystem a pod sees at a path: at least this large (a restore or clone
-/// into a larger claim must show the claim's size, not the source's).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilesystemCheck {
-    pub pod: String,
-    pub path: String,
-    #[serde(deserialize_with = "size", rename = "sizeAtLeast")]
-    pub size_at_least: u64,
-}
-
 fn default_ns() -> String {
     "default".into()
 }
@@ -249,6 +342,13 @@ pub struct Expect {
     /// PVC capacity at least this size.
     #[serde(default, rename = "capacityAtLeast")]
     pub capacity_at_least: Option<String>,
+    /// With `pod` and `path`: the filesystem the pod sees at `path` is at least this big
+    /// (what NodeExpandVolume grew).
+    #[serde(default, rename = "filesystemAtLeast")]
+    pub filesystem_at_least: Option<String>,
+    /// A path in the pod (for `filesystemAtLeast`).
+    #[serde(default)]
+    pub path: Option<String>,
     /// A ready snapshot's CSI handle starts with this (`backup:` for remote backups),
     /// and the host object it names exists.
     #[serde(default, rename = "handlePrefix")]
@@ -469,8 +569,6 @@ pub enum Step {
     OrphanReport(OrphanReport),
     /// Wait until the kubelet has a call of this phase under way on a node, to act mid-call.
     InFlight(InFlight),
-    /// Check the size of the filesystem a pod sees.
-    Filesystem(FilesystemCheck),
     /// From now on, the scenario fails if this VM's spec lists a hot-plugged volume
     /// (a disk plugged into a stopped or fenced VM).
     NeverPluggedInto(String),
@@ -499,7 +597,6 @@ impl Step {
             Step::NeverDoubleAttached(_) => "watch for double attachment".into(),
             Step::OrphanReport(_) => "orphan report".into(),
             Step::InFlight(f) => format!("wait for {} in flight on {}", f.phase, f.node),
-            Step::Filesystem(f) => format!("filesystem of {}:{}", f.pod, f.path),
             Step::NeverPluggedInto(vm) => format!("watch that nothing is plugged into {vm}"),
             Step::NoFailed(phase) => format!("no failed {phase} call"),
         }
@@ -516,6 +613,9 @@ pub fn load(text: &str, origin: &str) -> Result<Scenario, String> {
         return Err(format!("{origin}: a scenario needs at least one step"));
     }
     check_world(&s.world, text, origin)?;
+    for u in &s.upstream_volumes {
+        u.check(&s.guest).map_err(|e| format!("{origin}: {e}"))?;
+    }
     let vms: Vec<&str> = s.world.vms.iter().map(VmSpec::name).collect();
     for (i, step) in s.steps.iter().enumerate() {
         if let Step::RunPod(p) = step {
@@ -604,6 +704,52 @@ steps:
         assert!(e.contains("line 4") && e.contains("hotplugMS"), "{e}");
         let e = load(&OK.replace("hostNode: harvester-2", "hostNode: harvester-9"), "t.yaml").unwrap_err();
         assert!(e.contains("harvester-9"), "{e}");
+    }
+
+    const UPSTREAM: &str = r#"
+name: u
+proves: something
+guest:
+  - {apiVersion: storage.k8s.io/v1, kind: StorageClass, metadata: {name: harvester}, provisioner: driver.harvesterhci.io}
+upstreamVolumes:
+  - {volume: pvc-6f1d0c2a-7e3b-4c55-9a10-2b8e4f0d1a01, claim: data, storageClass: harvester, accessMode: ReadWriteOnce, size: 63Mi,
+     data: {path: /blob, randomBytes: 1Mi, remember: c}}
+  - {volume: pvc-6f1d0c2a-7e3b-4c55-9a10-2b8e4f0d1a02, claim: raw, storageClass: harvester, accessMode: ReadWriteOnce, volumeMode: Block, size: 32Mi,
+     data: {offset: 1Mi, randomBytes: 1Mi, remember: b}}
+steps:
+  - sleep: 1s
+"#;
+
+    #[test]
+    fn upstream_volumes_parse() {
+        let s = load(UPSTREAM, "u.yaml").unwrap();
+        assert_eq!(s.upstream_volumes.len(), 2);
+        assert!(!s.upstream_volumes[0].block() && s.upstream_volumes[1].block());
+        assert_eq!(s.upstream_volumes[1].data.as_ref().and_then(|d| d.offset), Some(1 << 20));
+    }
+
+    #[test]
+    fn upstream_volumes_are_checked_before_anything_starts() {
+        for (from, to, said) in [
+            ("pvc-6f1d0c2a-7e3b-4c55-9a10-2b8e4f0d1a01", "pvc-data", "pvc-<uuid>"),
+            (
+                "storageClass: harvester, accessMode: ReadWriteOnce, size: 63Mi",
+                "storageClass: other, accessMode: ReadWriteOnce, size: 63Mi",
+                "not among the guest objects",
+            ),
+            (
+                "accessMode: ReadWriteOnce, volumeMode: Block",
+                "accessMode: ReadWriteMany, volumeMode: Block",
+                "no RWX block",
+            ),
+            ("offset: 1Mi", "path: /x", "block data takes an offset"),
+            ("path: /blob", "offset: 0", "filesystem data takes a path"),
+            ("size: 63Mi", "size: 63MB", "invalid size"),
+            ("accessMode: ReadWriteOnce, size: 63Mi", "accessMode: ReadWriteOncePod, size: 63Mi", "accessMode must be"),
+        ] {
+            let e = load(&UPSTREAM.replacen(from, to, 1), "u.yaml").expect_err(said);
+            assert!(e.contains("u.yaml") && e.contains(said), "{e}");
+        }
     }
 
     #[test]

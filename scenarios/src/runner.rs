@@ -58,6 +58,8 @@ pub async fn run_one<B: Backend>(backend: &B, scenario: &Scenario, file: &str, w
                 if guest.is_empty() { Ok(()) } else { steps::run_step(&mut cluster, &model::Step::Apply(guest)).await };
             if let Err(e) = setup {
                 error = Some(format!("applying guest objects: {e}"));
+            } else if let Err(e) = steps::upstream::seed(&cluster, &scenario.upstream_volumes).await {
+                error = Some(format!("making the upstream driver's volumes: {e}"));
             }
             let deadline = Instant::now() + scenario.timeout;
             for (i, step) in scenario.steps.iter().enumerate() {

@@ -27,6 +27,11 @@ pub struct ServerTls {
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 
+/// Where the CA certificate (PEM) of the simulator in `dir` is kept.
+pub fn ca_cert_path(dir: &Path) -> std::path::PathBuf {
+    dir.join(CA_CERT)
+}
+
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, "harvester-sim-ca");

@@ -347,8 +347,11 @@ impl ControllerService {
         tracing::info!(volume = %r.name, size = r.size, shared = r.shape.shared, block = r.shape.block, "CreateVolume");
 
         if r.shape.shared {
+            // FAILED_PRECONDITION, not INVALID_ARGUMENT: the request is fine, the host does
+            // not allow it now (its release or the guest's RBAC), and that can change. The
+            // external-provisioner never retries an INVALID_ARGUMENT ("infeasible") claim.
             let needs = "RWX volumes need Harvester ≥ v1.4 with NetworkFilesystem access for the guest credentials";
-            self.host.require(Feature::Rwx, needs).await.map_err(Error::InvalidArgument)?;
+            self.host.require(Feature::Rwx, needs).await.map_err(Error::FailedPrecondition)?;
         }
         let (class, provisioner) = self.resolve_class(&r).await?;
         if r.shape.shared {

@@ -34,6 +34,7 @@ impl ControllerService {
         let _guard = self.locks.try_lock(&id)?;
         tracing::info!(volume = %id, required, "ControllerExpandVolume");
         let pvc = self.host.get_pvc(&id).await?.ok_or_else(|| Error::NotFound(format!("volume {id} not found")))?;
+        let pvc = self.adopt_if_upstream(pvc).await;
         if crate::host::pvc::is_nfs_export(&pvc) {
             return Err(Error::InvalidArgument(format!(
                 "volume {id} is an NFS export (RWX); expanding it is not supported"

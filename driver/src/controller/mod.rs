@@ -1,6 +1,7 @@
 //! The CSI Controller service: thin handlers that validate, take the per-volume
 //! guard, and call the domain code in the submodules.
 
+mod adopt;
 mod create;
 mod expand;
 mod health;

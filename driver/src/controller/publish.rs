@@ -45,6 +45,8 @@ impl ControllerService {
         tracing::info!(volume = %id, node = %vm, readonly = req.readonly, "ControllerPublishVolume");
 
         let pvc = self.host.get_pvc(&id).await?.ok_or_else(|| Error::NotFound(format!("volume {id} not found")))?;
+        // A volume the upstream driver made becomes this driver's here (controller/adopt.rs).
+        let pvc = self.adopt_if_upstream(pvc).await;
         let no_vm = || Error::NotFound(format!("node {vm}: no such VM in namespace {}", self.host.namespace));
         // The host PVC's own record decides, as in unpublish: a volume_context
         // (which a static PV can carry anything in) must not turn a disk into an export.

@@ -104,6 +104,7 @@ impl ControllerService {
             .get_pvc(&req.source_volume_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("source volume {} not found", req.source_volume_id)))?;
+        let source = self.adopt_if_upstream(source).await;
         let snapshot = match kind {
             "snapshot" => {
                 self.host

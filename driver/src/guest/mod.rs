@@ -113,6 +113,22 @@ impl Guest {
             .collect()
     }
 
+    /// The guest PV of this driver with volume handle `handle`: its name and claim (namespace, name).
+    pub fn pv_of_handle(&self, handle: &str) -> Option<(String, Option<(String, String)>)> {
+        let pv = self.pvs.state().into_iter().find(|pv| {
+            pv.spec
+                .as_ref()
+                .and_then(|s| s.csi.as_ref())
+                .is_some_and(|c| c.driver == DRIVER_NAME && c.volume_handle == handle)
+        })?;
+        let claim = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .and_then(|c| Some((c.namespace.clone()?, c.name.clone()?)));
+        Some((pv.metadata.name.clone().unwrap_or_default(), claim))
+    }
+
     /// VM names (node ids) where the guest still considers the volume attached, other than `node_id`.
     pub fn attached_elsewhere(&self, volume: &str, node_id: &str) -> Vec<String> {
         self.our_vas(volume)

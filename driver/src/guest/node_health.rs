@@ -1,16 +1,18 @@
 //! The out-of-service taint controller (upstream §5.3, fixed): when a guest
 //! node is NotReady and its VM is not running, taint it out-of-service so
 //! Kubernetes force-detaches its volumes; once it is back, remove only the taint
-//! this controller added, and only ever unplug volumes this driver attached.
+//! this controller added, and only ever unplug volumes this driver attached (its
+//! disk serial) or, for volumes the upstream driver attached before the switch
+//! (no serial), volumes a guest PV of this driver names.
 //! Runs in the controller under a guest Lease (one active replica).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::host::{str_at, Host};
@@ -104,7 +106,35 @@ async fn vm_healthy(host: &Host, vm: &str) -> Option<bool> {
     Some(crate::host::kubevirt::vm_is_running(&obj))
 }
 
-async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::Result<()> {
+/// Whether a serial-less hot-plugged disk is a volume of this driver that the
+/// upstream driver attached: upstream hot-plugged `claimName` under its own name
+/// with no serial, and a guest PV of this driver has it as its volume handle. A
+/// disk a human added has no such PV and stays.
+async fn upstream_attached_ours(
+    pvs: &Api<PersistentVolume>,
+    volume: &Value,
+    disk: Option<&Value>,
+) -> kube::Result<bool> {
+    let name = str_at(volume, "/name");
+    let upstream_shape = disk.is_some_and(|d| str_at(d, "/serial").is_empty())
+        && str_at(volume, "/persistentVolumeClaim/claimName") == name;
+    if !upstream_shape {
+        return Ok(false);
+    }
+    Ok(pvs.list(&Default::default()).await?.items.iter().any(|pv| {
+        pv.spec
+            .as_ref()
+            .and_then(|s| s.csi.as_ref())
+            .is_some_and(|c| c.driver == names::DRIVER_NAME && c.volume_handle == name)
+    }))
+}
+
+async fn reconcile(
+    nodes: &Api<Node>,
+    pvs: &Api<PersistentVolume>,
+    host: &Host,
+    node: &Node,
+) -> anyhow_like::Result<()> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let vm = vm_of(node);
     let Some(healthy) = vm_healthy(host, &vm).await else { return Ok(()) };
@@ -148,14 +178,12 @@ async fn reconcile(nodes: &Api<Node>, host: &Host, node: &Node) -> anyhow_like::
                     let vol = str_at(v, "/name");
                     let hot =
                         v.pointer("/persistentVolumeClaim/hotpluggable").and_then(|h| h.as_bool()).unwrap_or(false);
-                    let serial_ours = vm_obj
+                    let disk = vm_obj
                         .pointer("/spec/template/spec/domain/devices/disks")
                         .and_then(|d| d.as_array())
-                        .is_some_and(|d| {
-                            d.iter()
-                                .any(|x| str_at(x, "/name") == vol && str_at(x, "/serial") == names::disk_serial(vol))
-                        });
-                    if hot && serial_ours {
+                        .and_then(|d| d.iter().find(|x| str_at(x, "/name") == vol));
+                    let serial_ours = disk.is_some_and(|x| str_at(x, "/serial") == names::disk_serial(vol));
+                    if hot && (serial_ours || upstream_attached_ours(pvs, v, disk).await?) {
                         host.unplug(&vm, vol).await?;
                         tracing::warn!(vm = %vm, volume = vol, "removed volume from dead VM");
                     }
@@ -174,7 +202,8 @@ mod anyhow_like {
 
 pub async fn run(guest: kube::Client, host: Host, identity: String, shutdown: CancellationToken) {
     let leases: Api<Lease> = Api::namespaced(guest.clone(), LEASE_NS);
-    let nodes: Api<Node> = Api::all(guest);
+    let nodes: Api<Node> = Api::all(guest.clone());
+    let pvs: Api<PersistentVolume> = Api::all(guest);
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -197,7 +226,7 @@ pub async fn run(guest: kube::Client, host: Host, identity: String, shutdown: Ca
             }
         };
         for node in list.items.iter().filter(|n| n.metadata.deletion_timestamp.is_none()) {
-            if let Err(e) = reconcile(&nodes, &host, node).await {
+            if let Err(e) = reconcile(&nodes, &pvs, &host, node).await {
                 tracing::warn!(node = node.metadata.name.as_deref().unwrap_or(""), error = %e, "node health");
             }
         }

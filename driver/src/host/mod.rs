@@ -4,6 +4,7 @@
 //! Waits are watches bounded by the caller's deadline, never fixed sleeps.
 
 pub mod cluster_identity;
+pub mod credentials;
 pub mod features;
 pub mod kubevirt;
 pub mod nfs;

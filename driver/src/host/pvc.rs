@@ -70,6 +70,32 @@ pub fn is_nfs_export(pvc: &PersistentVolumeClaim) -> bool {
     }
 }
 
+/// Whether `name` is the external-provisioner's `pvc-<uuid>` (how every upstream volume is named).
+fn is_provisioner_name(name: &str) -> bool {
+    let Some(uuid) = name.strip_prefix("pvc-") else { return false };
+    let groups: Vec<&str> = uuid.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+/// Whether a host PVC is a volume the upstream (Go) driver provisioned, as far as
+/// its shape tells (reference §2.1, §9): named `pvc-<uuid>`, access modes exactly
+/// `[ReadWriteMany]`, volume mode Block or Filesystem, and owned by nothing — no
+/// `app.kubernetes.io/managed-by` label (this driver's or anyone's), no owner
+/// references (a VM's own disks have them), not being deleted. Only such a PVC is
+/// ever adopted; anything else keeps whatever it is.
+pub fn looks_like_upstream_volume(pvc: &PersistentVolumeClaim) -> bool {
+    let meta = &pvc.metadata;
+    let unowned = meta.labels.as_ref().is_none_or(|l| !l.contains_key(crate::names::keys::MANAGED_BY))
+        && meta.owner_references.as_ref().is_none_or(Vec::is_empty)
+        && meta.deletion_timestamp.is_none();
+    let shape = pvc.spec.as_ref().is_some_and(|s| {
+        s.access_modes.as_deref() == Some(&["ReadWriteMany".to_string()][..])
+            && matches!(s.volume_mode.as_deref(), Some("Block") | Some("Filesystem") | None)
+    });
+    unowned && shape && meta.name.as_deref().is_some_and(is_provisioner_name)
+}
+
 pub fn pvc_phase(pvc: &PersistentVolumeClaim) -> &str {
     pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
 }
@@ -101,6 +127,24 @@ impl Host {
         let patch = json!({"spec": {"resources": {"requests": {"storage": bytes.to_string()}}}});
         self.call(
             "resize persistentvolumeclaim",
+            self.api::<PersistentVolumeClaim>().patch(name, &PatchParams::default(), &Patch::Merge(patch)),
+        )
+        .await
+    }
+
+    /// Adds labels and annotations to a PVC, only if it is still at `resource_version`
+    /// (someone else's change in between wins; the caller tries again next time).
+    pub async fn label_pvc(
+        &self,
+        name: &str,
+        resource_version: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<PersistentVolumeClaim> {
+        let patch =
+            json!({"metadata": {"resourceVersion": resource_version, "labels": labels, "annotations": annotations}});
+        self.call(
+            "label persistentvolumeclaim",
             self.api::<PersistentVolumeClaim>().patch(name, &PatchParams::default(), &Patch::Merge(patch)),
         )
         .await
@@ -180,5 +224,41 @@ mod tests {
     #[case("junk", None)]
     fn quantities(#[case] q: &str, #[case] want: Option<u64>) {
         assert_eq!(quantity_bytes(&Quantity(q.into())), want);
+    }
+
+    const UPSTREAM: &str = "pvc-0b1c8a3e-51f2-4bd4-9a3c-6a1f0c0e8d11";
+
+    fn host_pvc(name: &str, modes: &[&str], mode: Option<&str>, meta: serde_json::Value) -> PersistentVolumeClaim {
+        let mut v = json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"accessModes": modes, "volumeMode": mode, "resources": {"requests": {"storage": "64Mi"}}},
+        });
+        if let (Some(m), Some(extra)) = (v["metadata"].as_object_mut(), meta.as_object()) {
+            m.extend(extra.clone());
+        }
+        serde_json::from_value(v).expect("test PVC")
+    }
+
+    #[rstest]
+    #[case::upstream_rwo_block(UPSTREAM, &["ReadWriteMany"], Some("Block"), json!({}), true)]
+    #[case::upstream_rwx_filesystem(UPSTREAM, &["ReadWriteMany"], Some("Filesystem"), json!({}), true)]
+    #[case::upstream_third_party_fs(UPSTREAM, &["ReadWriteMany"], Some("Filesystem"), json!({"annotations": {"harvesterhci.io/volumeForVirtualMachine": "true"}}), true)]
+    #[case::already_ours(UPSTREAM, &["ReadWriteMany"], Some("Block"), json!({"labels": {"app.kubernetes.io/managed-by": "harvester-csi-driver"}}), false)]
+    #[case::someone_elses(UPSTREAM, &["ReadWriteMany"], Some("Block"), json!({"labels": {"app.kubernetes.io/managed-by": "helm"}}), false)]
+    #[case::owned_by_a_vm(UPSTREAM, &["ReadWriteMany"], Some("Block"), json!({"ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "vm", "uid": "u"}]}), false)]
+    #[case::being_deleted(UPSTREAM, &["ReadWriteMany"], Some("Block"), json!({"deletionTimestamp": "2026-01-01T00:00:00Z"}), false)]
+    #[case::a_vm_disk_name("guest-1-disk-0-abcde", &["ReadWriteMany"], Some("Block"), json!({}), false)]
+    #[case::not_a_uuid("pvc-data", &["ReadWriteMany"], Some("Block"), json!({}), false)]
+    #[case::upper_case_uuid("pvc-0B1C8A3E-51F2-4BD4-9A3C-6A1F0C0E8D11", &["ReadWriteMany"], Some("Block"), json!({}), false)]
+    #[case::rwo_host_pvc(UPSTREAM, &["ReadWriteOnce"], Some("Block"), json!({}), false)]
+    #[case::two_modes(UPSTREAM, &["ReadWriteMany", "ReadWriteOnce"], Some("Block"), json!({}), false)]
+    fn upstream_volumes_are_recognised_by_shape(
+        #[case] name: &str,
+        #[case] modes: &[&str],
+        #[case] mode: Option<&str>,
+        #[case] meta: serde_json::Value,
+        #[case] want: bool,
+    ) {
+        assert_eq!(looks_like_upstream_volume(&host_pvc(name, modes, mode, meta)), want);
     }
 }

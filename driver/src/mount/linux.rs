@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::command::{Cmd, Output};
-use super::mountinfo::{self, MOUNTINFO_PATH};
+use syskit::{mountinfo, Cmd, Output};
+
 use super::nfs::NfsMounter;
 use super::{FsStats, FsType, MountError, MountInfo, Mounter};
 
@@ -69,10 +69,6 @@ impl LinuxMounter {
         self
     }
 
-    fn read_mountinfo() -> Result<Vec<u8>, MountError> {
-        std::fs::read(MOUNTINFO_PATH).map_err(|e| MountError::io("read", Path::new(MOUNTINFO_PATH), e))
-    }
-
     /// Whether the filesystem on block device `device` is mounted anywhere,
     /// matched by device number so /dev/disk/by-id aliases count too.
     async fn device_is_mounted(&self, device: &Path) -> Result<bool, MountError> {
@@ -103,7 +99,7 @@ impl Mounter for LinuxMounter {
         match classify_blkid(out.code, &out.stdout) {
             Probe::Blank => Ok(None),
             Probe::Found(found) => Ok(Some(found)),
-            Probe::Failed => Err(cmd.failed(&out)),
+            Probe::Failed => Err(cmd.failed(&out).into()),
         }
     }
 
@@ -156,7 +152,7 @@ impl Mounter for LinuxMounter {
                 Ok(())
             }
             Fsck::Corrupt => Err(MountError::Corrupt { device: device.to_owned(), fs, detail: out.diagnostic() }),
-            Fsck::Failed => Err(cmd.failed(&out)),
+            Fsck::Failed => Err(cmd.failed(&out).into()),
         }
     }
 
@@ -199,7 +195,7 @@ impl Mounter for LinuxMounter {
             if let Err(undo) = Cmd::new("umount").arg("--").arg(target).run(self.timeout).await {
                 tracing::error!(target = %target.display(), error = %undo, "could not undo bind mount after failed remount");
             }
-            return Err(err);
+            return Err(err.into());
         }
         Ok(())
     }
@@ -232,7 +228,7 @@ impl Mounter for LinuxMounter {
                 // "not mounted" means someone else got there first; the
                 // mount table below decides whether we are done.
                 if !diag.contains("not mounted") {
-                    return Err(cmd.failed(&out));
+                    return Err(cmd.failed(&out).into());
                 }
             }
             if self.mount_at(&mount_point)?.is_none() {
@@ -246,12 +242,12 @@ impl Mounter for LinuxMounter {
     }
 
     fn mounts(&self) -> Result<Vec<MountInfo>, MountError> {
-        let text = Self::read_mountinfo()?;
+        let text = mountinfo::read()?;
         Ok(mountinfo::parse(&text)?.into_iter().map(|e| e.info).collect())
     }
 
     fn mount_at(&self, target: &Path) -> Result<Option<MountInfo>, MountError> {
-        let text = Self::read_mountinfo()?;
+        let text = mountinfo::read()?;
         let lexical = lexical_absolute(target);
         if let Some(found) = mountinfo::find_at(&text, &lexical)? {
             return Ok(Some(found));
@@ -260,7 +256,7 @@ impl Mounter for LinuxMounter {
         // the resolved path. Only the parent is resolved: stat-ing the mount
         // point itself could fail or hang when the mount is stale.
         match resolved_parent(&lexical) {
-            Some(resolved) if resolved != lexical => mountinfo::find_at(&text, &resolved),
+            Some(resolved) if resolved != lexical => Ok(mountinfo::find_at(&text, &resolved)?),
             _ => Ok(None),
         }
     }
@@ -276,7 +272,7 @@ impl Mounter for LinuxMounter {
                 Fsck::Corrupt => {
                     return Err(MountError::Corrupt { device: device.to_owned(), fs, detail: out.diagnostic() })
                 }
-                Fsck::Failed => return Err(check.failed(&out)),
+                Fsck::Failed => return Err(check.failed(&out).into()),
             }
         }
         let cmd = match fs {
@@ -299,7 +295,7 @@ impl Mounter for LinuxMounter {
                 detail: out.diagnostic(),
             });
         }
-        Err(cmd.failed(&out))
+        Err(cmd.failed(&out).into())
     }
 
     async fn filesystem_size(&self, device: &Path, fs: FsType) -> Result<u64, MountError> {

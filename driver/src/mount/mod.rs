@@ -7,12 +7,10 @@
 //! to the same tools an administrator would use, so its behaviour matches what
 //! operators can reproduce by hand.
 
-mod command;
 /// An in-memory mounter for tests and the fuzz harness (feature `testing`).
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 mod linux;
-mod mountinfo;
 mod nfs;
 mod targets;
 
@@ -26,8 +24,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use syskit::mountinfo::MOUNTINFO_PATH;
+use syskit::{CommandError, MountinfoError};
+
 pub use linux::LinuxMounter;
 pub use nfs::NfsMounter;
+pub use syskit::MountInfo;
 pub use targets::{ensure_dir, ensure_file, remove_target, unmount_if_mounted};
 
 /// Filesystems the driver creates and manages.
@@ -121,28 +123,27 @@ impl MountError {
     }
 }
 
-/// One line of `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfo {
-    /// Mount source as the kernel reports it (a device path, or e.g. "tmpfs").
-    pub source: String,
-    /// Mount point, unescaped.
-    pub target: PathBuf,
-    pub fs_type: String,
-    /// Per-mount options followed by the superblock options not already
-    /// present; contains "ro" if either level is read-only.
-    pub options: Vec<String>,
-    /// Path inside the source filesystem that is mounted here ("/" unless
-    /// this is a bind mount of a subdirectory or file).
-    pub root: String,
-    /// `major:minor` of the mounted filesystem; for filesystems on a single
-    /// block device (ext4, xfs) this is the device's number.
-    pub major_minor: String,
+/// The one place where the shared runner's errors become the driver's.
+impl From<CommandError> for MountError {
+    fn from(err: CommandError) -> Self {
+        match err {
+            CommandError::Start { program, source } => MountError::Io { op: "start", path: program, source },
+            CommandError::Wait { program, source } => MountError::Io { op: "wait for", path: program, source },
+            CommandError::Timeout { cmd, after } => MountError::Timeout { cmd, after },
+            CommandError::Failed { cmd, code, diagnostic } => {
+                MountError::CommandFailed { cmd, code, stderr: diagnostic }
+            }
+        }
+    }
 }
 
-impl MountInfo {
-    pub fn is_read_only(&self) -> bool {
-        self.options.iter().any(|o| o == "ro")
+/// Likewise for the shared mount table parser.
+impl From<MountinfoError> for MountError {
+    fn from(err: MountinfoError) -> Self {
+        match err {
+            MountinfoError::Read { source } => MountError::io("read", Path::new(MOUNTINFO_PATH), source),
+            MountinfoError::Malformed { detail } => MountError::Malformed { what: MOUNTINFO_PATH.to_owned(), detail },
+        }
     }
 }
 
@@ -287,17 +288,24 @@ mod tests {
     }
 
     #[test]
-    fn read_only_detection() {
-        let mut info = MountInfo {
-            source: "/dev/sda".into(),
-            target: "/mnt".into(),
-            fs_type: "ext4".into(),
-            options: vec!["rw".into(), "relatime".into()],
-            root: "/".into(),
-            major_minor: "8:0".into(),
-        };
-        assert!(!info.is_read_only());
-        info.options[0] = "ro".into();
-        assert!(info.is_read_only());
+    fn shared_errors_keep_their_driver_shape() {
+        let io = || io::Error::from(io::ErrorKind::NotFound);
+        let start = MountError::from(CommandError::Start { program: "mkfs.xfs".into(), source: io() });
+        assert!(
+            matches!(&start, MountError::Io { op: "start", path, .. } if path == Path::new("mkfs.xfs")),
+            "{start:?}"
+        );
+        let wait = MountError::from(CommandError::Wait { program: "mount".into(), source: io() });
+        assert!(matches!(wait, MountError::Io { op: "wait for", .. }), "{wait:?}");
+        let after = Duration::from_secs(3);
+        let timeout = MountError::from(CommandError::Timeout { cmd: "sleep 9".into(), after });
+        assert!(matches!(&timeout, MountError::Timeout { cmd, after: a } if cmd == "sleep 9" && *a == after));
+        let failed = CommandError::Failed { cmd: "mount /a /b".into(), code: Some(32), diagnostic: "no medium".into() };
+        assert_eq!(failed.to_string(), MountError::from(failed).to_string(), "same message either way");
+
+        let read = MountError::from(MountinfoError::Read { source: io() });
+        assert!(matches!(&read, MountError::Io { op: "read", path, .. } if path == Path::new(MOUNTINFO_PATH)));
+        let bad = MountError::from(MountinfoError::Malformed { detail: "no separator".into() });
+        assert_eq!(bad.to_string(), "unexpected output from /proc/self/mountinfo: no separator");
     }
 }

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::command::Cmd;
+use syskit::Cmd;
+
 use super::MountError;
 
 /// A share-manager that has just started can take a while to answer; past
@@ -25,7 +26,7 @@ impl NfsMounter {
             Some(helper) => Cmd::new(helper).arg(&source).arg(target).arg(options),
             None => Cmd::new("mount").args(["-t", "nfs", "-o", options]).arg(&source).arg(target),
         };
-        match cmd.run(NFS_MOUNT_TIMEOUT).await {
+        match cmd.run(NFS_MOUNT_TIMEOUT).await.map_err(MountError::from) {
             Ok(_) => Ok(()),
             // A missing or unrunnable mount program is a broken node, not a
             // missing volume: keep it out of the NotFound mapping of Io errors.

@@ -199,7 +199,7 @@ pub async fn kube_client(kubeconfig: &Path) -> kube::Client {
 
 /// Connects to the driver's socket. The file appears at bind(), a moment before listen():
 /// a connection in between is refused, so refusals are retried briefly.
-async fn connect(socket: &Path) -> Channel {
+pub async fn connect(socket: &Path) -> Channel {
     let started = std::time::Instant::now();
     loop {
         let path = socket.to_path_buf();

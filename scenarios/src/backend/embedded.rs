@@ -4,18 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harvester_simulator::guest::GuestCluster;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, Cluster};
+use super::simulator::{self, client, spawn, wait_for, Simulator};
+use super::{Backend, Cluster, DataTarget};
 use crate::env::Env;
 use crate::model::Scenario;
 use crate::{components, csi::Csi, Failure};
@@ -35,58 +35,6 @@ struct Proc {
     child: Child,
 }
 
-async fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Child, Failure> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| fail(format!("{}: {e}", log.display())))?;
-    let err = out.try_clone().map_err(|e| fail(e.to_string()))?;
-    Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| fail(format!("starting {}: {e}", bin.display())))
-}
-
-async fn client(path: &Path) -> Result<kube::Client, Failure> {
-    let kc = Kubeconfig::read_from(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    kube::Client::try_from(cfg).map_err(|e| fail(e.to_string()))
-}
-
-/// Waits until `ok`, failing early (with the last line it logged) if the process exits.
-async fn wait_for(
-    what: &str,
-    within: Duration,
-    child: &mut Child,
-    log: &Path,
-    mut ok: impl FnMut() -> bool,
-) -> Result<(), Failure> {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(fail(format!("{what} exited ({status}) before it came up: {}", last_line(log))));
-        }
-        if Instant::now() > deadline {
-            return Err(fail(format!("{what} did not come up within {within:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-/// The last line a process logged (the driver and simulator write plain text to files).
-fn last_line(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing logged)").to_string()
-}
-
 fn free_port() -> Result<u16, Failure> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| fail(e.to_string()))?;
     Ok(l.local_addr().map_err(|e| fail(e.to_string()))?.port())
@@ -94,9 +42,8 @@ fn free_port() -> Result<u16, Failure> {
 
 pub struct EmbeddedCluster {
     work: PathBuf,
-    sim_bin: PathBuf,
     driver_bin: PathBuf,
-    sim: Proc,
+    sim: Simulator,
     controller: Proc,
     nodes: BTreeMap<String, Proc>,
     guest: Option<GuestCluster>,
@@ -105,10 +52,6 @@ pub struct EmbeddedCluster {
 }
 
 impl EmbeddedCluster {
-    fn sim_dir(&self) -> PathBuf {
-        self.work.join("host")
-    }
-
     /// (role, pid) of the driver processes, for resource measurements.
     pub fn driver_pids(&self) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> =
@@ -137,32 +80,11 @@ impl Backend for Embedded {
 
     async fn start(&self, scenario: &Scenario, work: &Path) -> Result<EmbeddedCluster, Failure> {
         std::fs::create_dir_all(work).map_err(|e| fail(format!("{}: {e}", work.display())))?;
-        let sim_dir = work.join("host");
-        let mut world = scenario.world.simulator_world();
-        world.entry("timing").or_insert(json!({"provisionMs": 100, "hotplugMs": 400, "unplugMs": 200, "snapshotMs": 200, "expandMs": 100, "exportMs": 200}));
-        let world_path = work.join("world.yaml");
-        std::fs::write(&world_path, serde_json::to_string_pretty(&Value::Object(world)).unwrap_or_default())
-            .map_err(|e| fail(e.to_string()))?;
         let port = free_port()?;
-        let sim_args: Vec<String> = vec![
-            "serve".into(),
-            "--state-dir".into(),
-            sim_dir.display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--profile".into(),
-            scenario.world.profile.clone(),
-            "--world".into(),
-            world_path.display().to_string(),
-        ];
-        let sim_log = work.join("simulator.log");
-        let mut sim_child = spawn(&self.sim_bin, &sim_args, &sim_log).await?;
-        let cloud_config = sim_dir.join("cloud-config");
-        let admin = sim_dir.join("admin.kubeconfig");
-        wait_for("the simulator", Duration::from_secs(20), &mut sim_child, &sim_log, || {
-            sim_dir.join("endpoint").exists() && admin.exists()
-        })
-        .await?;
+        let sim = Simulator::start(&self.sim_bin, scenario, work, &format!("127.0.0.1:{port}")).await?;
+        let sim_dir = sim.dir.clone();
+        let cloud_config = sim.cloud_config();
+        let admin = sim.admin_kubeconfig();
         let host = client(&admin).await?;
         let guest = GuestCluster::start(&work.join("guest")).await.map_err(|e| fail(format!("guest API: {e}")))?;
         let guest_client = client(&guest.kubeconfig).await?;
@@ -256,9 +178,8 @@ impl Backend for Embedded {
         tokio::spawn(components::node_lifecycle::run(env.clone(), stop.clone()));
         Ok(EmbeddedCluster {
             work: work.to_path_buf(),
-            sim_bin: self.sim_bin.clone(),
             driver_bin: self.driver_bin.clone(),
-            sim: Proc { child: sim_child, args: sim_args, log: sim_log },
+            sim,
             controller,
             nodes,
             guest: Some(guest),
@@ -279,25 +200,17 @@ impl Cluster for EmbeddedCluster {
     }
 
     async fn host_admin(&self, method: &str, path: &str, body: Option<Value>) -> Result<String, Failure> {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("/sim/{path}"))
-            .header("content-type", "application/json")
-            .body(body.map(|b| serde_json::to_vec(&b).unwrap_or_default()).unwrap_or_default())
-            .map_err(|e| fail(e.to_string()))?;
-        self.env.host.request_text(req).await.map_err(|e| fail(format!("simulator {method} /sim/{path}: {e}")))
+        simulator::admin(&self.env, method, path, body).await
     }
 
     async fn kill_and_restart(&mut self, what: &str) -> Result<(), Failure> {
-        let sim_endpoint = self.sim_dir().join("endpoint");
-        let (bin, proc_) = match what {
-            "controller" => (self.driver_bin.clone(), &mut self.controller),
-            "simulator" => (self.sim_bin.clone(), &mut self.sim),
+        if what == "simulator" {
+            return self.sim.kill_and_restart().await;
+        }
+        let proc_ = match what {
+            "controller" => &mut self.controller,
             other => match other.strip_prefix("node:") {
-                Some(vm) => (
-                    self.driver_bin.clone(),
-                    self.nodes.get_mut(vm).ok_or_else(|| fail(format!("no node plugin on {vm}")))?,
-                ),
+                Some(vm) => self.nodes.get_mut(vm).ok_or_else(|| fail(format!("no node plugin on {vm}")))?,
                 None => {
                     return Err(fail(format!("killAndRestart: {other:?} is not controller, node:<vm> or simulator")))
                 }
@@ -312,18 +225,9 @@ impl Cluster for EmbeddedCluster {
         if let Some(s) = &sock {
             let _ = std::fs::remove_file(s);
         }
-        if what == "simulator" {
-            let _ = std::fs::remove_file(&sim_endpoint);
-        }
-        proc_.child = spawn(&bin, &proc_.args, &proc_.log).await?;
-        match (what, sock) {
-            ("simulator", _) => {
-                wait_for("the restarted simulator", Duration::from_secs(30), &mut proc_.child, &proc_.log, || {
-                    sim_endpoint.exists()
-                })
-                .await
-            }
-            (_, Some(s)) => {
+        proc_.child = spawn(&self.driver_bin, &proc_.args, &proc_.log).await?;
+        match sock {
+            Some(s) => {
                 let label = format!("the restarted {what}");
                 wait_for(&label, Duration::from_secs(30), &mut proc_.child, &proc_.log, || s.exists()).await?;
                 if let Some(vm) = what.strip_prefix("node:") {
@@ -335,7 +239,7 @@ impl Cluster for EmbeddedCluster {
                 }
                 Ok(())
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -366,70 +270,44 @@ impl Cluster for EmbeddedCluster {
         Ok(())
     }
 
+    fn host_volume_file(&self, host_pv: &str) -> Result<PathBuf, Failure> {
+        self.sim.volume_file(host_pv)
+    }
+
     async fn loop_devices_of(&self, host_pv: &str) -> Result<usize, Failure> {
-        let file = self.sim_dir().join("volumes").join(format!("{host_pv}.img"));
-        let out =
-            Command::new("losetup").arg("-j").arg(&file).output().await.map_err(|e| fail(format!("losetup: {e}")))?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count())
+        self.sim.loop_devices_of(host_pv).await
     }
 
     async fn orphan_report(&self) -> Result<Vec<Value>, Failure> {
         let cluster_id =
             self.controller.args.iter().find_map(|a| a.strip_prefix("--cluster-id=")).unwrap_or_default().to_string();
-        let out = Command::new(&self.driver_bin)
-            .arg(format!("--kubeconfig={}", self.sim_dir().join("cloud-config").display()))
-            .arg(format!("--cluster-id={cluster_id}"))
-            .arg("--no-guest-access")
-            .args(["orphans", "--json"])
-            .output()
-            .await
-            .map_err(|e| fail(format!("running the orphan report: {e}")))?;
-        if !out.status.success() {
-            return Err(fail(format!("orphan report failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("orphan report output: {e}")))
+        self.sim.orphan_report(&self.driver_bin, &cluster_id).await
     }
 
     fn watch_double_attach(&mut self) {
-        let env = self.env.clone();
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            let ar = kube::api::ApiResource::from_gvk_with_plural(
-                &kube::core::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"),
-                "virtualmachineinstances",
-            );
-            let vmis: Api<kube::api::DynamicObject> = Api::namespaced_with(env.host.clone(), &env.host_namespace, &ar);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-                let Ok(list) = vmis.list(&Default::default()).await else { continue };
-                let mut seen: BTreeMap<String, String> = BTreeMap::new();
-                for vmi in &list.items {
-                    let vm = vmi.metadata.name.clone().unwrap_or_default();
-                    for s in vmi.data.pointer("/status/volumeStatus").and_then(Value::as_array).into_iter().flatten() {
-                        // A device present in the guest: attached.
-                        if s.get("hotplugVolume").is_none()
-                            || s.pointer("/target").and_then(Value::as_str).unwrap_or("").is_empty()
-                        {
-                            continue;
-                        }
-                        let claim = s
-                            .pointer("/persistentVolumeClaimInfo/claimName")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string();
-                        if let Some(other) = seen.insert(claim.clone(), vm.clone()) {
-                            env.double_attached
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(format!("{claim} in {other} and {vm}"));
-                        }
-                    }
-                }
-            }
-        });
+        simulator::watch_double_attach(self.env.clone(), self.stop.clone());
+    }
+
+    fn adapt_pod(&self, pod: &mut Value) {
+        // The runner is the kubelet here: its finalizer holds the pod until unmounted.
+        pod["metadata"]["finalizers"] = json!([components::kubelet::FINALIZER]);
+        pod["spec"]["containers"][0]["image"] = json!("busybox");
+    }
+
+    async fn write_data(&self, target: &DataTarget, len: u64) -> Result<String, Failure> {
+        super::local_data::write(&self.env, target, len).await
+    }
+
+    async fn read_data(&self, target: &DataTarget, len: u64) -> Result<String, Failure> {
+        super::local_data::read(&self.env, target, len).await
+    }
+
+    async fn filesystem_size(&self, target: &DataTarget) -> Result<u64, Failure> {
+        super::local_data::filesystem_size(&self.env, target).await
+    }
+
+    async fn in_flight(&self, phase: &str, node: &str) -> Result<bool, Failure> {
+        Ok(self.env.is_in_flight(phase, node))
     }
 
     async fn shutdown(mut self) {
@@ -450,16 +328,7 @@ impl Cluster for EmbeddedCluster {
                 let _ = Command::new("umount").args(["-l", t]).output().await;
             }
         }
-        let _ = self.sim.child.start_kill();
-        let _ = self.sim.child.wait().await;
-        if let Ok(out) = Command::new("losetup").arg("-a").output().await {
-            let work = self.work.display().to_string();
-            for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&work)) {
-                if let Some(dev) = line.split(':').next() {
-                    let _ = Command::new("losetup").args(["-d", dev]).output().await;
-                }
-            }
-        }
+        self.sim.stop(&self.work).await;
         if let Some(g) = self.guest.take() {
             g.shutdown().await;
         }

@@ -1,9 +1,12 @@
-//! The boundary between the runner and where a scenario runs. `embedded`
-//! (here) runs everything on this machine; a cluster backend (kind or a local
-//! control plane with the Helm chart and the real sidecars) implements the
-//! same trait.
+//! The boundary between the runner and where a scenario runs. `embedded` runs
+//! the driver as processes and plays the Kubernetes components; `cluster` runs
+//! the chart on a real Kubernetes (the local one from `scenarios cluster`, or an
+//! existing one by kubeconfig). The steps are shared; what differs is here.
 
+pub mod cluster;
 pub mod embedded;
+mod local_data;
+pub mod simulator;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +35,12 @@ pub trait Cluster: Send {
     /// same cluster); processes read it when they (re)start.
     fn change_host_address(&mut self, address: &str) -> impl Future<Output = Result<(), Failure>> + Send;
 
+    /// The file backing host volume `host_pv` (the simulator's Longhorn volume), for
+    /// data another driver left on it (`upstreamVolumes`). Only while nothing uses it.
+    fn host_volume_file(&self, host_pv: &str) -> Result<std::path::PathBuf, Failure> {
+        Err(Failure(format!("this backend cannot reach the backing file of host volume {host_pv}")))
+    }
+
     /// How many loop devices back a host volume (0 once detached everywhere).
     fn loop_devices_of(&self, host_pv: &str) -> impl Future<Output = Result<usize, Failure>> + Send;
 
@@ -41,8 +50,40 @@ pub trait Cluster: Send {
     /// Start recording volumes that appear in two VMs at once.
     fn watch_double_attach(&mut self);
 
+    /// Makes the pod `runPod` built (name, namespace, `spec.nodeName`, one
+    /// container `app` with the claims) runnable here: image, command, finalizers.
+    fn adapt_pod(&self, pod: &mut Value);
+
+    /// Writes `len` random bytes to `path` in the pod (at `offset` of a block
+    /// device) and returns their SHA-256 (hex).
+    fn write_data(&self, target: &DataTarget, len: u64) -> impl Future<Output = Result<String, Failure>> + Send;
+
+    /// SHA-256 (hex) of a file in the pod, or of `len` bytes at `offset` of a block device.
+    fn read_data(&self, target: &DataTarget, len: u64) -> impl Future<Output = Result<String, Failure>> + Send;
+
+    /// Total bytes of the filesystem the pod sees at the target path (`df`'s size).
+    fn filesystem_size(&self, target: &DataTarget) -> impl Future<Output = Result<u64, Failure>> + Send;
+
+    /// Whether a `phase` (CSI node call, e.g. `stage`) is under way on `node`.
+    fn in_flight(&self, phase: &str, node: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
+
     /// Stops everything and removes what the run made (mounts, loop devices).
     fn shutdown(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Where data steps read and write.
+/// The hex SHA-256 of data, as scenarios remember and compare it.
+pub fn checksum(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct DataTarget {
+    pub namespace: String,
+    pub pod: String,
+    pub path: String,
+    pub offset: u64,
 }
 
 /// How to start a backend for one scenario.

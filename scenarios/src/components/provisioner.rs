@@ -195,6 +195,19 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
             if bound || !backoff.ready(&key) {
                 continue;
             }
+            // The claim list predates this PV list: a claim made since (a pre-bound one, with
+            // its PV right after it) is not in it. Only a claim that is gone now releases.
+            let claim_now = match env
+                .pvcs(claim.namespace.as_deref().unwrap_or("default"))
+                .get_opt(claim.name.as_deref().unwrap_or(""))
+                .await
+            {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            if claim_now.is_some_and(|c| c.metadata.uid == claim.uid) {
+                continue;
+            }
             match release(&env, pv).await {
                 Ok(()) => backoff.succeeded(&key),
                 Err(e) => {

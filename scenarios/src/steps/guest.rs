@@ -115,6 +115,14 @@ pub(super) async fn expect<C: Cluster>(c: &C, e: &model::Expect) -> Result<()> {
                 let events = warning_events(c, &e.namespace, pod).await;
                 return Ok(Some(format!("phase {phase}; last event: {}", events.last().cloned().unwrap_or_default())));
             }
+            if let Some(min) = &e.filesystem_at_least {
+                let path = e.path.as_deref().ok_or_else(|| fail("filesystemAtLeast needs a path"))?;
+                let want = model::parse_size(min).map_err(fail)?;
+                let have = super::data::filesystem_size(c, &format!("{}/{pod}", e.namespace), path).await?;
+                if have < want {
+                    return Ok(Some(format!("the filesystem at {path} has {have} bytes < {want}")));
+                }
+            }
             Ok(None)
         })
         .await;
@@ -157,16 +165,14 @@ pub(super) async fn run_pod<C: Cluster>(c: &C, p: &model::RunPod) -> Result<()> 
         }
         volumes.push(json!({"name": v.pvc, "persistentVolumeClaim": {"claimName": v.pvc, "readOnly": v.readonly}}));
     }
-    let mut spec = json!({"nodeName": p.node, "containers": [{"name": "app", "image": "busybox", "volumeMounts": mounts, "volumeDevices": devices}], "volumes": volumes});
+    let mut spec = json!({"nodeName": p.node, "containers": [{"name": "app", "volumeMounts": mounts, "volumeDevices": devices}], "volumes": volumes});
     if let Some(sc) = &p.security_context {
         spec["securityContext"] =
             json!({"runAsUser": sc.run_as_user, "runAsGroup": sc.run_as_group, "fsGroup": sc.fs_group});
     }
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": p.name, "namespace": p.namespace, "finalizers": [crate::components::kubelet::FINALIZER]},
-        "spec": spec,
-    }))
-    .map_err(|e| fail(e.to_string()))?;
+    let mut pod = json!({"metadata": {"name": p.name, "namespace": p.namespace}, "spec": spec});
+    c.adapt_pod(&mut pod);
+    let pod: Pod = serde_json::from_value(pod).map_err(|e| fail(e.to_string()))?;
     let api: Api<Pod> = Api::namespaced(env.guest.clone(), &p.namespace);
     api.create(&PostParams::default(), &pod).await.map_err(|e| fail(format!("creating pod {}: {e}", p.name)))?;
     Ok(())

@@ -52,6 +52,10 @@ pub(super) async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Res
             }
             for (k, v) in &e.fields {
                 let have = at(&host, k).map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string()));
+                // `<none>` (kubectl's word for a missing value): the field must be absent.
+                if v == "<none>" && have.is_none() {
+                    continue;
+                }
                 if have.as_deref() != Some(v.as_str()) {
                     return Ok(Some(format!("{k}={have:?}, want {v}")));
                 }
@@ -103,6 +107,19 @@ pub(super) async fn expect_host<C: Cluster>(c: &C, e: &model::ExpectHost) -> Res
                     .into_iter()
                     .filter_map(|v| v.metadata.name.map(|n| format!("longhorn-volume/{n}"))),
             );
+            // An RWX volume's export object goes with it (profiles before v1.4 do not serve the kind).
+            let nfs_ar = ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("harvesterhci.io", "v1beta1", "NetworkFilesystem"),
+                "networkfilesystems",
+            );
+            let exports: Api<DynamicObject> = Api::namespaced_with(env.host.clone(), "harvester-system", &nfs_ar);
+            match exports.list(&Default::default()).await {
+                Ok(l) => left.extend(
+                    l.items.into_iter().filter_map(|v| v.metadata.name.map(|n| format!("networkfilesystem/{n}"))),
+                ),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(x) => return Err(fail(x.to_string())),
+            }
             Ok(if left.is_empty() { None } else { Some(format!("host volumes left: {}", left.join(", "))) })
         })
         .await;

@@ -5,6 +5,7 @@ mod data;
 mod fault;
 mod guest;
 mod host;
+pub mod upstream;
 
 use std::time::{Duration, Instant};
 
@@ -81,9 +82,10 @@ pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
         }
         Step::OrphanReport(o) => orphan_report(c, o).await,
         Step::InFlight(f) => {
-            let (env, phase) = (c.env(), f.phase.to_string());
+            let phase = f.phase.to_string();
+            let c = &*c;
             eventually(f.within, &format!("a {phase} call in flight on {}", f.node), || async {
-                Ok((!env.is_in_flight(&phase, &f.node)).then(|| "none under way".to_string()))
+                Ok((!c.in_flight(&phase, &f.node).await?).then(|| "none under way".to_string()))
             })
             .await
         }
@@ -93,7 +95,6 @@ pub async fn run_step<C: Cluster>(c: &mut C, step: &Step) -> Result<()> {
             }
             Ok(())
         }
-        Step::Filesystem(f) => data::filesystem(c, f).await,
         Step::NeverPluggedInto(vm) => {
             host::never_plugged_into(c.env(), vm.clone());
             Ok(())

@@ -11,6 +11,7 @@ use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, Key, Requeue};
+use super::volume_data::{backup_file, snapshot_file, RESTORE_FROM_BACKUP};
 use super::webhooks::{LONGHORN, PVC_PROTECTION};
 use super::Ctx;
 use crate::api::meta;
@@ -20,7 +21,6 @@ use crate::api::store::Event;
 pub const LONGHORN_NS: &str = "longhorn-system";
 const MIN_SIZE: u64 = 10 << 20;
 const ALIGN: u64 = 2 << 20;
-pub const RESTORE_FROM_BACKUP: &str = "sim.harvesterhci.io/restore-from-backup";
 
 /// Longhorn's size rule: at least 10 MiB, rounded up to 2 MiB.
 pub fn longhorn_size(requested: u64) -> u64 {
@@ -128,7 +128,7 @@ async fn reconcile_pvc(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requeue, 
 fn data_source(ctx: &Ctx, pvc: &Value) -> Result<Option<(std::path::PathBuf, u64)>, String> {
     let ns = meta::namespace(pvc);
     if let Some(from) = meta::annotation(pvc, RESTORE_FROM_BACKUP) {
-        let path = super::snapshots::backup_file(ctx, from);
+        let path = backup_file(&ctx.state_dir, from);
         let size = std::fs::metadata(&path).map(|m| m.len()).map_err(|e| format!("backup {from} has no data ({e})"))?;
         return Ok(Some((path, size)));
     }
@@ -148,7 +148,7 @@ fn data_source(ctx: &Ctx, pvc: &Value) -> Result<Option<(std::path::PathBuf, u64
                 return Err(format!("volumesnapshot {ns}/{name} is not ready to use"));
             }
             let content = meta::str_at(&vs, "/status/boundVolumeSnapshotContentName");
-            let path = super::snapshots::snapshot_file(ctx, content);
+            let path = snapshot_file(&ctx.state_dir, content);
             let size =
                 std::fs::metadata(&path).map(|m| m.len()).map_err(|e| format!("snapshot {name} has no data ({e})"))?;
             Ok(Some((path, size)))

@@ -9,6 +9,7 @@ pub mod networkfs;
 pub mod queue;
 pub mod snapshots;
 pub mod tokens;
+pub mod volume_data;
 pub mod webhooks;
 
 use std::path::PathBuf;

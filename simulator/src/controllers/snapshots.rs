@@ -2,7 +2,6 @@
 //! a latency, data copied from the backing file) and Harvester's remote backups
 //! (VolumeRemoteBackup / VolumeRemoteRestore, v1.8).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,21 +9,13 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, Key, Requeue};
+use super::volume_data::{backup_file, snapshot_file, RESTORE_FROM_BACKUP};
 use super::Ctx;
 use crate::api::meta;
 use crate::api::quantity::format_bytes;
 use crate::api::store::Event;
 
 const SNAP: &str = "snapshot.storage.k8s.io";
-
-pub fn snapshot_file(ctx: &Ctx, content: &str) -> PathBuf {
-    ctx.state_dir.join("snapshots").join(format!("{content}.img"))
-}
-
-/// `ns/name` of a VolumeRemoteBackup → its data file.
-pub fn backup_file(ctx: &Ctx, ns_name: &str) -> PathBuf {
-    ctx.state_dir.join("backups").join(format!("{}.img", ns_name.replace('/', "_")))
-}
 
 fn map(_ctx: &Ctx, e: &Event) -> Vec<Key> {
     match (e.key.group.as_str(), e.key.plural.as_str()) {
@@ -144,7 +135,7 @@ async fn reconcile_snapshot(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requ
     if let Some(left) = ctx.timers.wait(&timer, Duration::from_millis(ctx.timing().snapshot_ms)) {
         return Ok(Some(left));
     }
-    let file = snapshot_file(ctx, &content_name);
+    let file = snapshot_file(&ctx.state_dir, &content_name);
     ctx.devices.copy_sparse(&ctx.devices.backing_file(&pv), &file).await.map_err(err)?;
     let size = std::fs::metadata(&file).map(|m| m.len()).map_err(err)?;
     ctx.api
@@ -170,7 +161,7 @@ async fn reconcile_snapshot(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requ
 
 async fn reconcile_content(ctx: &Arc<Ctx>, name: &str) -> Result<Requeue, String> {
     let Some(content) = ctx.api.get_opt(SNAP, "volumesnapshotcontents", "", name) else {
-        let _ = tokio::fs::remove_file(snapshot_file(ctx, name)).await;
+        let _ = tokio::fs::remove_file(snapshot_file(&ctx.state_dir, name)).await;
         return Ok(None);
     };
     let (ns, vs_name) = (
@@ -183,7 +174,7 @@ async fn reconcile_content(ctx: &Arc<Ctx>, name: &str) -> Result<Requeue, String
     if meta::str_at(&content, "/spec/deletionPolicy") == "Delete" {
         let rt = ctx.rt(SNAP, "volumesnapshotcontents").map_err(err)?;
         ctx.api.delete_if_exists(&rt, "", name).map_err(err)?;
-        let _ = tokio::fs::remove_file(snapshot_file(ctx, name)).await;
+        let _ = tokio::fs::remove_file(snapshot_file(&ctx.state_dir, name)).await;
     }
     Ok(None)
 }
@@ -191,7 +182,7 @@ async fn reconcile_content(ctx: &Arc<Ctx>, name: &str) -> Result<Requeue, String
 async fn reconcile_backup(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requeue, String> {
     let key = format!("{ns}/{name}");
     let Some(vrb) = ctx.api.get_opt("harvesterhci.io", "volumeremotebackups", ns, name) else {
-        let _ = tokio::fs::remove_file(backup_file(ctx, &key)).await;
+        let _ = tokio::fs::remove_file(backup_file(&ctx.state_dir, &key)).await;
         return Ok(None);
     };
     if vrb.pointer("/status/success") == Some(&json!(true)) {
@@ -213,7 +204,7 @@ async fn reconcile_backup(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requeu
         return Ok(Some(left));
     }
     let pv = meta::str_at(&pvc, "/spec/volumeName").to_string();
-    ctx.devices.copy_sparse(&ctx.devices.backing_file(&pv), &backup_file(ctx, &key)).await.map_err(err)?;
+    ctx.devices.copy_sparse(&ctx.devices.backing_file(&pv), &backup_file(&ctx.state_dir, &key)).await.map_err(err)?;
     let source_spec = pvc.get("spec").cloned().unwrap_or_else(|| json!({}));
     ctx.api
         .modify(&rt, ns, name, "status", |obj| {
@@ -268,7 +259,7 @@ fn reconcile_restore(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requeue, St
                     &pvc_rt,
                     ns,
                     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                           "metadata": {"name": name, "namespace": ns, "annotations": {super::longhorn::RESTORE_FROM_BACKUP: from},
+                           "metadata": {"name": name, "namespace": ns, "annotations": {RESTORE_FROM_BACKUP: from},
                                         "ownerReferences": [meta::owner_reference(&vrr, false)]},
                            "spec": new_spec}),
                     &Default::default(),

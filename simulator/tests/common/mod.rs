@@ -40,13 +40,11 @@ pub fn is_root() -> bool {
         && std::fs::OpenOptions::new().read(true).write(true).open("/dev/loop-control").is_ok()
 }
 
-/// Prints why a root-only test does nothing and tells the caller to return.
-pub fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIP {test}: needs root and /dev/loop-control for real loop devices");
-    true
+/// First line of every test marked `#[ignore = "needs root: ..."]`: run anyway
+/// (`--ignored`) without root, it fails saying so instead of passing without
+/// having tested anything.
+pub fn require_root() {
+    assert!(is_root(), "this test needs root and /dev/loop-control for real loop devices; run it as root");
 }
 
 #[derive(Debug, Clone)]
@@ -97,27 +95,8 @@ impl Drop for HostCleanup {
 /// Unmounts everything mounted below `dir` and detaches loop devices backed by
 /// files below it. Only touches what lives under `dir`.
 pub fn release_host_resources(dir: &Path) {
-    let Ok(dir) = dir.canonicalize() else { return };
-    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-        for line in mounts.lines() {
-            let Some(target) = line.split_whitespace().nth(1) else { continue };
-            if Path::new(target).starts_with(&dir) {
-                let _ = std::process::Command::new("umount").arg("--lazy").arg(target).status();
-            }
-        }
-    }
-    let Ok(out) = std::process::Command::new("losetup")
-        .args(["--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"])
-        .output()
-    else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((dev, file)) = line.split_once(' ') else { continue };
-        let file = file.trim().trim_end_matches(" (deleted)");
-        if Path::new(file).starts_with(&dir) {
-            let _ = std::process::Command::new("losetup").args(["--detach", dev]).status();
-        }
+    for failure in harvester_simulator::devices::release_host_resources(dir) {
+        eprintln!("cleanup: {failure}");
     }
 }
 

@@ -8,30 +8,73 @@
 //! octal escapes (`\040` for a space), which is what lets us split on spaces.
 
 use std::ffi::OsString;
+use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use super::{MountError, MountInfo};
+/// This process's view of the mount table.
+pub const MOUNTINFO_PATH: &str = "/proc/self/mountinfo";
 
-pub(crate) const MOUNTINFO_PATH: &str = "/proc/self/mountinfo";
+#[derive(Debug, thiserror::Error)]
+pub enum MountinfoError {
+    #[error("read {MOUNTINFO_PATH}: {source}")]
+    Read {
+        #[source]
+        source: io::Error,
+    },
+
+    /// A line that does not have the documented shape.
+    #[error("unexpected output from {MOUNTINFO_PATH}: {detail}")]
+    Malformed { detail: String },
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    /// Mount source as the kernel reports it (a device path, or e.g. "tmpfs").
+    pub source: String,
+    /// Mount point, unescaped.
+    pub target: PathBuf,
+    pub fs_type: String,
+    /// Per-mount options followed by the superblock options not already
+    /// present; contains "ro" if either level is read-only.
+    pub options: Vec<String>,
+    /// Path inside the source filesystem that is mounted here ("/" unless
+    /// this is a bind mount of a subdirectory or file).
+    pub root: String,
+    /// `major:minor` of the mounted filesystem; for filesystems on a single
+    /// block device (ext4, xfs) this is the device's number.
+    pub major_minor: String,
+}
+
+impl MountInfo {
+    pub fn is_read_only(&self) -> bool {
+        self.options.iter().any(|o| o == "ro")
+    }
+}
+
+/// The raw text of [`MOUNTINFO_PATH`], for [`parse`] and [`find_at`].
+pub fn read() -> Result<Vec<u8>, MountinfoError> {
+    std::fs::read(MOUNTINFO_PATH).map_err(|source| MountinfoError::Read { source })
+}
 
 /// A parsed line plus the ids needed to tell stacked mounts apart; kept out
-/// of [`MountInfo`] because callers have no use for them.
+/// of [`MountInfo`] because most callers have no use for them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub struct Entry {
     pub mount_id: u64,
     pub parent_id: u64,
     pub info: MountInfo,
 }
 
-pub(crate) fn parse(text: &[u8]) -> Result<Vec<Entry>, MountError> {
+pub fn parse(text: &[u8]) -> Result<Vec<Entry>, MountinfoError> {
     lines(text).map(parse_line).collect()
 }
 
 /// The topmost mount at `target`. Only lines whose mount point matches are
 /// fully parsed, so this stays cheap on nodes with thousands of mounts and an
 /// odd line elsewhere cannot make it fail.
-pub(crate) fn find_at(text: &[u8], target: &Path) -> Result<Option<MountInfo>, MountError> {
+pub fn find_at(text: &[u8], target: &Path) -> Result<Option<MountInfo>, MountinfoError> {
     let want = target.as_os_str().as_bytes();
     let mut matching = Vec::new();
     for line in lines(text) {
@@ -46,7 +89,7 @@ pub(crate) fn find_at(text: &[u8], target: &Path) -> Result<Option<MountInfo>, M
 ///
 /// File order alone is not trusted: mount moves and propagation can list a
 /// lower mount after an upper one, but the parent links are authoritative.
-pub(crate) fn topmost(entries: Vec<Entry>) -> Option<Entry> {
+pub fn topmost(entries: Vec<Entry>) -> Option<Entry> {
     let covered: Vec<u64> = entries.iter().map(|e| e.parent_id).collect();
     let mut uncovered: Vec<Entry> = entries.iter().filter(|e| !covered.contains(&e.mount_id)).cloned().collect();
     // A cycle cannot happen; if it somehow does, the latest mount is the best guess.
@@ -57,11 +100,9 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     text.split(|&b| b == b'\n').filter(|l| !l.is_empty())
 }
 
-pub(crate) fn parse_line(line: &[u8]) -> Result<Entry, MountError> {
-    let malformed = |why: &str| MountError::Malformed {
-        what: MOUNTINFO_PATH.to_owned(),
-        detail: format!("{why} in line {:?}", String::from_utf8_lossy(line)),
-    };
+pub fn parse_line(line: &[u8]) -> Result<Entry, MountinfoError> {
+    let malformed =
+        |why: &str| MountinfoError::Malformed { detail: format!("{why} in line {:?}", String::from_utf8_lossy(line)) };
     let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
     if fields.len() < 10 {
         return Err(malformed("too few fields"));
@@ -93,7 +134,7 @@ fn lossy(field: &[u8]) -> String {
 }
 
 /// Decodes the kernel's `\ooo` escapes; anything else is taken literally.
-pub(crate) fn unescape(field: &[u8]) -> Vec<u8> {
+pub fn unescape(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
@@ -122,7 +163,7 @@ fn octal_byte(digits: &[u8]) -> Option<u8> {
 /// The mount is read-only if either level says so, and callers should only
 /// have to look for "ro", so a read-only superblock turns the per-mount "rw"
 /// into "ro" instead of listing both.
-pub(crate) fn merge_options(mount_opts: &[u8], super_opts: &[u8]) -> Vec<String> {
+fn merge_options(mount_opts: &[u8], super_opts: &[u8]) -> Vec<String> {
     let split =
         |opts: &[u8]| -> Vec<String> { opts.split(|&b| b == b',').filter(|o| !o.is_empty()).map(lossy).collect() };
     let mut merged = split(mount_opts);
@@ -255,7 +296,7 @@ mod tests {
             b"1 1 0:1 / /a rw shared:1 x y z -",
         ] {
             assert!(
-                matches!(parse_line(bad), Err(MountError::Malformed { .. })),
+                matches!(parse_line(bad), Err(MountinfoError::Malformed { .. })),
                 "{:?} should be rejected",
                 String::from_utf8_lossy(bad)
             );
@@ -264,8 +305,22 @@ mod tests {
 
     #[test]
     fn parses_this_process_mount_table() {
-        let text = std::fs::read(MOUNTINFO_PATH).expect("procfs is mounted");
+        let text = read().expect("procfs is mounted");
         let all = parse(&text).expect("the kernel's own output parses");
         assert!(all.iter().any(|e| e.info.target == Path::new("/")));
+    }
+
+    #[test]
+    fn read_only_detection() {
+        let mut info = entries()[0].info.clone();
+        assert!(!info.is_read_only());
+        info.options[0] = "ro".into();
+        assert!(info.is_read_only());
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let err = parse_line(b"1 2 3").expect_err("too short");
+        assert!(err.to_string().starts_with("unexpected output from /proc/self/mountinfo: too few fields"), "{err}");
     }
 }
