@@ -154,7 +154,7 @@ async fn controller_secrets_and_the_host_token_stay_out_of_trace_logs() {
             source_volume_id: id.into(),
             name: "snapshot-secret".into(),
             secrets: secrets("snapshot"),
-            parameters: HashMap::new(),
+            ..Default::default()
         };
         let snap = c.create_snapshot(snapshot).await.expect("CreateSnapshot").into_inner().snapshot.expect("snapshot");
         let list = csi::ListSnapshotsRequest { secrets: secrets("list-snapshots"), ..Default::default() };

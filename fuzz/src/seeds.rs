@@ -203,7 +203,7 @@ pub fn csi_controller() -> Vec<(&'static str, Vec<u8>)> {
         ("list-health", controller(6, csi::ControllerListVolumeHealthRequest::default())),
         (
             "get-health",
-            controller(7, csi::ControllerGetVolumeHealthRequest { volume_id: VOLUME.into() }),
+            controller(7, csi::ControllerGetVolumeHealthRequest { volume_id: VOLUME.into(), secrets: secrets() }),
         ),
         ("capacity", controller(8, csi::GetCapacityRequest::default())),
         ("capabilities", controller(9, csi::ControllerGetCapabilitiesRequest {})),
@@ -216,6 +216,7 @@ pub fn csi_controller() -> Vec<(&'static str, Vec<u8>)> {
                     name: "snapshot-0b1c8a3e".into(),
                     secrets: secrets(),
                     parameters: map(&[("type", "backup")]),
+                    ..Default::default()
                 },
             ),
         ),
