@@ -112,7 +112,8 @@ macro_rules! rpc {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [host_bits, mut rest @ ..] = data else { return };
+    let [host_bits, rest @ ..] = data else { return };
+    let mut rest: &[u8] = rest;
     let dir = scratch();
     let kubelet = fresh_kubelet(dir);
     let host = node_host(*host_bits);

@@ -16,7 +16,7 @@ pub const KUBELET: &str = "/var/lib/kubelet";
 /// The volume of the node seeds; its disk is the one device the node target has.
 pub const NODE_VOLUME: &str = "pvc-1";
 /// The by-id name of that disk, as ControllerPublish puts it in the publish context.
-pub const NODE_BY_ID: &str = "scsi-0QEMU_QEMU_HARDDISK_hcsi0f2ac95bfc72e6ab";
+pub const NODE_BY_ID: &str = "scsi-0QEMU_QEMU_HARDDISK_hcsif2868e1aa7cab669";
 
 /// How the node target's host and device behave, from the input's first byte.
 #[derive(Debug, Clone, Copy)]
