@@ -117,8 +117,10 @@ async fn controller_secrets_and_the_host_token_stay_out_of_trace_logs() {
             ..create_req("pvc-secret-nope", 16 * MIB, rwo_block(), &[("hostStorageClass", "nope")])
         };
         assert_eq!(c.create_volume(missing_class).await.expect_err("no such class").code(), Code::NotFound);
-        env.set_faults(json!({"errors": [{"verb": "create", "resource": "persistentvolumeclaims", "rate": 1.0, "code": 500}]}))
-            .await;
+        env.set_faults(
+            json!({"errors": [{"verb": "create", "resource": "persistentvolumeclaims", "rate": 1.0, "code": 500}]}),
+        )
+        .await;
         let failing = csi::CreateVolumeRequest {
             secrets: secrets("create-host-down"),
             ..create_req("pvc-secret-fail", 16 * MIB, rwo_block(), &[])
@@ -159,9 +161,11 @@ async fn controller_secrets_and_the_host_token_stay_out_of_trace_logs() {
         let snap = c.create_snapshot(snapshot).await.expect("CreateSnapshot").into_inner().snapshot.expect("snapshot");
         let list = csi::ListSnapshotsRequest { secrets: secrets("list-snapshots"), ..Default::default() };
         c.list_snapshots(list).await.expect("ListSnapshots");
-        let bad_snapshot = csi::DeleteSnapshotRequest { snapshot_id: "backup:../x".into(), secrets: secrets("bad-snap") };
+        let bad_snapshot =
+            csi::DeleteSnapshotRequest { snapshot_id: "backup:../x".into(), secrets: secrets("bad-snap") };
         assert_eq!(c.delete_snapshot(bad_snapshot).await.expect_err("bad id").code(), Code::InvalidArgument);
-        let delete_snapshot = csi::DeleteSnapshotRequest { snapshot_id: snap.snapshot_id, secrets: secrets("del-snap") };
+        let delete_snapshot =
+            csi::DeleteSnapshotRequest { snapshot_id: snap.snapshot_id, secrets: secrets("del-snap") };
         c.delete_snapshot(delete_snapshot).await.expect("DeleteSnapshot");
 
         let unpublish = csi::ControllerUnpublishVolumeRequest {
