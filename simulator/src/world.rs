@@ -424,7 +424,6 @@ mod tests {
         assert_eq!(w.timing.hotplug_ms, 200);
     }
 
-    #[test]
     // Found by fuzzing (world_yaml): names Kubernetes refuses were loaded,
     // and a VM name becomes a directory under the state dir.
     #[rstest::rstest]
