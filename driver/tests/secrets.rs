@@ -70,14 +70,15 @@ fn secrets(rpc: &str) -> HashMap<String, String> {
     ])
 }
 
-/// The bearer token in the driver's cloud-config.
+/// The bearer token in the driver's cloud-config (the simulator writes it as JSON, which is YAML).
 fn cloud_config_token(path: &Path) -> String {
     let text = std::fs::read_to_string(path).expect("reading the cloud-config");
-    let token = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("token:"))
-        .map(|t| t.trim().trim_matches('"').to_string())
-        .expect("a token in the cloud-config");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("the simulator's cloud-config is JSON");
+    let token = doc
+        .pointer("/users/0/user/token")
+        .and_then(serde_json::Value::as_str)
+        .expect("a bearer token in the cloud-config")
+        .to_string();
     assert!(token.len() >= 16, "the cloud-config token {token:?} is too short to search for");
     token
 }
@@ -142,7 +143,11 @@ async fn controller_secrets_and_the_host_token_stay_out_of_trace_logs() {
             secrets: secrets("publish-nowhere"),
             ..publish.clone()
         };
-        assert_eq!(c.controller_publish_volume(elsewhere).await.expect_err("no such VM").code(), Code::NotFound);
+        // RWO and already published to guest-1: refused before the node is looked up.
+        assert_eq!(
+            c.controller_publish_volume(elsewhere).await.expect_err("published elsewhere").code(),
+            Code::FailedPrecondition
+        );
 
         let expand = csi::ControllerExpandVolumeRequest {
             volume_id: id.into(),
