@@ -48,7 +48,7 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     }
     let value: f64 = num.parse().ok()?;
     let bytes = (value * multiplier).ceil();
-    if !bytes.is_finite() || bytes < 0.0 || bytes >= U64_LIMIT {
+    if !bytes.is_finite() || !(0.0..U64_LIMIT).contains(&bytes) {
         return None;
     }
     Some(bytes as u64)
