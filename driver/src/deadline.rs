@@ -7,15 +7,16 @@ use tokio::time::Instant;
 
 /// Parses a `grpc-timeout` header value (`100m`, `30S`, `5000000u`, …).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
+    // The unit is the last character, which need not be one byte long.
+    let unit = v.chars().next_back()?;
+    let n: u64 = v[..v.len() - unit.len_utf8()].parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        'H' => Duration::from_secs(n.checked_mul(3600)?),
+        'M' => Duration::from_secs(n.checked_mul(60)?),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -40,6 +41,9 @@ mod tests {
     #[case("x", None)]
     #[case("", None)]
     #[case("10Q", None)]
+    // Found by fuzzing (ids): a multi-byte last character panicked.
+    #[case("a\u{465}", None)]
+    #[case("5\u{e9}", None)]
     fn parses(#[case] v: &str, #[case] want: Option<Duration>) {
         assert_eq!(parse_grpc_timeout(v), want);
     }

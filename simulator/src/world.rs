@@ -286,6 +286,25 @@ impl World {
     }
 
     pub fn check(&self) -> Result<(), String> {
+        // Every name becomes an object name, and a VM name a directory under
+        // the state dir: refuse what Kubernetes would (and `..` with it).
+        for ns in &self.namespaces {
+            check_name("namespace", ns, is_dns_label)?;
+        }
+        for node in &self.host_nodes {
+            check_name("host node", &node.name, is_dns_subdomain)?;
+        }
+        for class in &self.storage_classes {
+            check_name("storage class", &class.name, is_dns_subdomain)?;
+        }
+        for vm in &self.vms {
+            check_name("vm", &vm.name, is_dns_label)?;
+            check_name("vm namespace", &vm.namespace, is_dns_label)?;
+        }
+        for cred in &self.credentials {
+            check_name("credentials namespace", &cred.namespace, is_dns_label)?;
+            check_name("credentials service account", &cred.service_account, is_dns_subdomain)?;
+        }
         let nodes: Vec<&str> = self.host_nodes.iter().map(|n| n.name.as_str()).collect();
         for (i, vm) in self.vms.iter().enumerate() {
             // Devices live under DIR/vms/<name>: one name, one VM, whatever its namespace.
@@ -335,6 +354,29 @@ impl World {
     }
 }
 
+fn check_name(what: &str, name: &str, valid: fn(&str) -> bool) -> Result<(), String> {
+    if valid(name) {
+        Ok(())
+    } else {
+        Err(format!("{what} {name:?} is not a valid Kubernetes name (lowercase letters, digits and '-')"))
+    }
+}
+
+/// RFC 1123 label: what namespaces and VM names must be.
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// RFC 1123 subdomain: what node, storage class and service account names must be.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 fn is_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
     parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
@@ -380,6 +422,18 @@ mod tests {
         assert_eq!(w.vms.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["guest-1", "guest-2", "guest-3"]);
         assert_eq!(w.vms[1].host_node.as_deref(), Some("harvester-2"));
         assert_eq!(w.timing.hotplug_ms, 200);
+    }
+
+    // Found by fuzzing (world_yaml): names Kubernetes refuses were loaded,
+    // and a VM name becomes a directory under the state dir.
+    #[rstest::rstest]
+    #[case("namespaces: [tenantnAmespaces-a]\n")]
+    #[case("vms: [{name: ../x}]\n")]
+    #[case("vms: [{name: vm, namespace: \"\"}]\n")]
+    #[case("hostNodes: [{name: \"a/b\"}]\n")]
+    fn invalid_names_are_refused(#[case] text: &str) {
+        let err = World::parse(text, "w.yaml").expect_err("an invalid name must be refused");
+        assert!(err.to_string().contains("not a valid Kubernetes name"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! to the same tools an administrator would use, so its behaviour matches what
 //! operators can reproduce by hand.
 
-#[cfg(test)]
+/// An in-memory mounter for tests and the fuzz harness (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 mod linux;
 mod nfs;

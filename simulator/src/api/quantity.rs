@@ -38,14 +38,17 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     if num.matches('.').count() > 1 || num == "." {
         return None;
     }
+    // 2^64: the first value a u64 cannot hold. `as u64` would saturate to
+    // u64::MAX instead of failing, so both paths compare against it first.
+    const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0;
     // Whole numbers go through integer arithmetic so large sizes stay exact.
-    if !num.contains('.') && multiplier >= 1.0 && multiplier.fract() == 0.0 {
+    if !num.contains('.') && (1.0..U64_LIMIT).contains(&multiplier) && multiplier.fract() == 0.0 {
         let n: u64 = num.parse().ok()?;
         return n.checked_mul(multiplier as u64);
     }
     let value: f64 = num.parse().ok()?;
     let bytes = (value * multiplier).ceil();
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+    if !bytes.is_finite() || !(0.0..U64_LIMIT).contains(&bytes) {
         return None;
     }
     Some(bytes as u64)
@@ -81,6 +84,13 @@ mod tests {
     #[case("10Qi", None)]
     #[case("1..2", None)]
     #[case("Gi", None)]
+    // Found by fuzzing (sim_request): exponents past u64 saturated to u64::MAX.
+    #[case("1e20", None)]
+    #[case("2e19", None)]
+    #[case("1e19", Some(10_000_000_000_000_000_000))]
+    #[case("0e20", Some(0))]
+    #[case("16Ei", None)]
+    #[case("18446744073709551616", None)]
     fn parses(#[case] input: &str, #[case] want: Option<u64>) {
         assert_eq!(parse_bytes(input), want);
     }
