@@ -978,9 +978,15 @@ impl Cluster for ClusterRun {
     }
 
     fn adapt_pod(&self, pod: &mut Value) {
-        // Bound to the VM's node by name, as the scenario says (no scheduler round
-        // trip: its backoff on claims that are still binding would cost seconds
-        // the timing bounds of the cases do not have).
+        // Scheduled onto the VM's node, not bound to it by name: a pod bound by
+        // name reaches the kubelet before its claim is bound, and the kubelet's
+        // pod worker then retries only after its fixed 10-15 s back-off; the
+        // scheduler holds the pod until the binder is done, as for any user.
+        let node = pod["spec"]["nodeName"].take();
+        if let Some(spec) = pod["spec"].as_object_mut() {
+            spec.remove("nodeName");
+        }
+        pod["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": node});
         pod["spec"]["terminationGracePeriodSeconds"] = json!(5);
         let c = &mut pod["spec"]["containers"][0];
         c["image"] = json!(BUSYBOX);
