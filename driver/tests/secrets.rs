@@ -197,8 +197,10 @@ async fn node_secrets_stay_out_of_trace_logs() {
         let env = Env::start(Options::profile("v1.8").loop_devices()).await;
         let token = cloud_config_token(&env.sim.as_ref().expect("simulator").cloud_config_path());
         let id = "pvc-secret-node";
-        let cap = rwo_mount("ext4");
-        let vol = env.create(create_req(id, 32 * MIB, cap.clone(), &[])).await.expect("CreateVolume");
+        // xfs grows online without CAP_SYS_RESOURCE (ext4 needs it, and some
+        // sandboxes drop it even for root); mkfs.xfs needs at least 300 MiB.
+        let cap = rwo_mount("xfs");
+        let vol = env.create(create_req(id, 320 * MIB, cap.clone(), &[])).await.expect("CreateVolume");
         let publish_context =
             env.publish(id, "guest-1", cap.clone(), vol.volume_context.clone()).await.expect("ControllerPublish");
         let staging = env.work.join("plugins/kubernetes.io/csi/driver.harvesterhci.io/pvc-secret-node/globalmount");
@@ -236,11 +238,11 @@ async fn node_secrets_stay_out_of_trace_logs() {
         };
         n.node_publish_volume(publish).await.expect("NodePublishVolume");
 
-        env.expand(id, 64 * MIB, Some(cap.clone())).await.expect("ControllerExpandVolume");
+        env.expand(id, 352 * MIB, Some(cap.clone())).await.expect("ControllerExpandVolume");
         let expand = csi::NodeExpandVolumeRequest {
             volume_id: id.into(),
             volume_path: target.display().to_string(),
-            capacity_range: Some(csi::CapacityRange { required_bytes: 64 * MIB, limit_bytes: 0 }),
+            capacity_range: Some(csi::CapacityRange { required_bytes: 352 * MIB, limit_bytes: 0 }),
             staging_target_path: staging.display().to_string(),
             volume_capability: Some(cap),
             secrets: secrets("node-expand"),
