@@ -214,19 +214,13 @@ async fn run_helm(helm: &Path, kubeconfig: &Path, args: &[String]) -> Result<Str
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F) -> Result<(), Failure>
+/// The local cluster's poll, with its refusal as a scenario failure.
+async fn eventually<F, Fut>(what: &str, within: Duration, check: F) -> Result<(), Failure>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<String>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        let Some(why) = check().await else { return Ok(()) };
-        if Instant::now() > deadline {
-            return Err(fail(format!("{what}: not within {within:?}: {why}")));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    crate::cluster::wait_until(what, within, check).await.map_err(|e| fail(e.to_string()))
 }
 
 fn container_ready(pod: &Pod, container: &str) -> bool {
