@@ -6,7 +6,13 @@
 # hang (an input running longer than 10 s) fails the run, and the input that
 # did it is printed (hex) and kept under fuzz/artifacts/<target>/.
 #
-#   [FUZZ_BUILD=dev] ci/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   [FUZZ_BUILD=dev] [FUZZ_SEED=N] ci/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#
+# FUZZ_SEED fixes libFuzzer's random seed. CI sets it so that a run is
+# repeatable (same seeds, same mutations; only how far a slower machine gets
+# in the time differs) and a finding lands as a committed seed and a fix, not
+# as a dice roll on somebody else's commit; longer runs leave it unset to
+# explore.
 #
 # Installs cargo-fuzz from crates.io on first use. Builds are cached outside
 # the checkout (FUZZ_CACHE, default /var/cache/harvester-csi-fuzz), so CI on a
@@ -37,6 +43,11 @@ case ${FUZZ_BUILD:-release} in
   dev) flags=(--sanitizer none --dev) ;;
   *) echo "FUZZ_BUILD must be release or dev, not ${FUZZ_BUILD}" >&2; exit 2 ;;
 esac
+seed_flag=()
+if [ -n "${FUZZ_SEED:-}" ]; then
+  [[ $FUZZ_SEED =~ ^[0-9]+$ ]] || { echo "FUZZ_SEED must be a number, not ${FUZZ_SEED}" >&2; exit 2; }
+  seed_flag=(-seed="$FUZZ_SEED")
+fi
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
@@ -58,7 +69,7 @@ for t in "${targets[@]}"; do
   set +e
   (cd fuzz && cargo fuzz run "${flags[@]}" "$t" "$corpus" "seeds/$t" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
-    -print_final_stats=1) >"$log" 2>&1
+    -print_final_stats=1 "${seed_flag[@]}") >"$log" 2>&1
   rc=$?
   set -e
   took=$(( $(date +%s) - started ))
@@ -70,8 +81,10 @@ for t in "${targets[@]}"; do
   else
     failed=$((failed + 1))
     rows+=("$(printf '%-16s %6ss %12s execs %6s corpus  FAILED' "$t" "$took" "${execs:-?}" "$units")")
-    echo "-- $t failed (exit $rc); the end of its log:"
-    tail -60 "$log"
+    echo "-- $t failed (exit $rc); what panicked:"
+    grep -a -A4 "panicked at" "$log" | head -40 || true
+    echo "-- the end of its log:"
+    grep -a -v '^ *at \|^ *[0-9]*: ' "$log" | tail -30
     for a in $(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log"); do
       [ -f "fuzz/$a" ] && a="fuzz/$a"
       echo "-- input $a:"

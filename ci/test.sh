@@ -66,4 +66,4 @@ echo "== local cluster up/down"
 cargo test -p scenarios --test local_cluster -- --ignored
 
 echo "== fuzzing (each target briefly; ci/fuzz.sh SECONDS for longer runs)"
-FUZZ_BUILD=dev ./ci/fuzz.sh 15
+FUZZ_BUILD=dev FUZZ_SEED=1 ./ci/fuzz.sh 15

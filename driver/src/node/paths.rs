@@ -34,6 +34,11 @@ impl KubeletRoot {
         if p.is_empty() {
             return Err(Error::InvalidArgument(format!("{field} is required")));
         }
+        // No system call takes a path with a NUL byte: refuse it here, as the CO's
+        // mistake, rather than fail the mkdir later as if it were ours.
+        if p.contains('\0') {
+            return Err(invalid("contains a NUL byte".into()));
+        }
         let path = Path::new(p);
         if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(invalid("must be an absolute path without '..'".into()));
@@ -85,6 +90,7 @@ mod tests {
     #[case("relative/path", false)]
     #[case("/var/lib/kubelet/../../etc", false)]
     #[case("", false)]
+    #[case("/var/lib/kubelet/pods/x\0y/mount", false)]
     fn lexical_rules(#[case] p: &str, #[case] ok: bool) {
         let root = KubeletRoot::new("/var/lib/kubelet");
         assert_eq!(root.check("target path", p).is_ok(), ok, "{p}");
