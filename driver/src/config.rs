@@ -25,10 +25,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--version`: says when the binary is a debug build, so that a benchmark can
+/// refuse to measure one (`scenarios bench`).
+const VERSION: &str = if cfg!(debug_assertions) {
+    concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "harvester-csi-driver",
-    version,
+    version = VERSION,
     about = "CSI driver for Kubernetes clusters running in Harvester VMs"
 )]
 pub struct Config {

@@ -49,6 +49,10 @@ enum Command {
         /// Directory holding harvester-sim and harvester-csi-driver (default: next to this binary).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
+        /// Scenarios run side by side (embedded backend; default: 2 per core). The
+        /// cluster backend runs one at a time: its scenarios share one cluster.
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
         #[command(flatten)]
         cluster: Box<ClusterRunArgs>,
     },
@@ -62,20 +66,20 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
-    /// Measure attach overhead, a burst of claims, and driver memory (root).
+    /// Measure attach overhead, bursts of claims, and driver memory against their floors
+    /// (root; release builds only: `cargo build --release --bins`).
     Bench {
-        /// The simulator's hotplug latency; overheads are reported above it.
+        /// The simulator's hotplug latency; publish times are compared with it.
         #[arg(long, default_value_t = 500)]
         hotplug_ms: u64,
-        /// How many sequential attaches to time for the overhead percentiles.
+        /// How many sequential attaches to time for the publish percentiles.
         #[arg(long, default_value_t = 20)]
         attaches: usize,
-        /// Claims (each with one pod) created at once in the burst.
-        #[arg(long, default_value_t = 100)]
-        burst: usize,
-        /// Guest VMs the burst spreads its pods over.
-        #[arg(long, default_value_t = 10)]
-        vms: usize,
+        /// Bursts as CLAIMS:VMS (claims with one pod each, created at once and spread over
+        /// the VMs), each on a fresh cluster; two or more also give the time per claim as
+        /// the burst grows, e.g. `--burst 100:10 --burst 1000:50`.
+        #[arg(long = "burst", default_value = "100:10")]
+        bursts: Vec<scenarios::bench::Burst>,
         /// Where the bench's work directory goes.
         #[arg(long, default_value = "target/scenarios-bench")]
         work_dir: PathBuf,
@@ -296,20 +300,32 @@ async fn main() -> Result<()> {
             println!("{} scenario file(s) valid", all.len());
             Ok(())
         }
-        Command::Bench { hotplug_ms, attaches, burst, vms, work_dir, bin_dir } => {
+        Command::Bench { hotplug_ms, attaches, bursts, work_dir, bin_dir } => {
             if !is_root() {
                 bail!("the benchmark needs root (loop devices and mounts)");
             }
             let backend = embedded_backend(bin_dir)?;
+            scenarios::bench::refuse_debug_builds(&backend).await?;
             let _ = std::fs::remove_dir_all(&work_dir);
             std::fs::create_dir_all(&work_dir)?;
             let work_dir = work_dir.canonicalize()?;
-            let opts = scenarios::bench::Options { hotplug_ms, attaches, burst, vms };
+            let opts = scenarios::bench::Options { hotplug_ms, attaches, bursts };
             let table = scenarios::bench::run(&backend, &opts, &work_dir).await?;
             print!("{table}");
             Ok(())
         }
-        Command::Run { paths, backend, filter, junit, report: report_dir, work_dir, keep_work, bin_dir, cluster } => {
+        Command::Run {
+            paths,
+            backend,
+            filter,
+            junit,
+            report: report_dir,
+            work_dir,
+            keep_work,
+            bin_dir,
+            jobs,
+            cluster,
+        } => {
             let mut all = load_all(&paths)?;
             if let Some(f) = filter {
                 let re = regex::Regex::new(&f).with_context(|| format!("--filter {f:?}"))?;
@@ -330,11 +346,17 @@ async fn main() -> Result<()> {
             let (results, total) = match backend {
                 BackendKind::Embedded => {
                     let backend = embedded_backend(bin_dir)?;
-                    runner::run_all(&backend, &all, &work_dir, keep_work).await
+                    let jobs = jobs.map_or_else(runner::default_jobs, usize::from).min(all.len());
+                    println!("{} scenario(s), {jobs} at a time", all.len());
+                    runner::run_all(&backend, &all, &work_dir, keep_work, jobs).await
                 }
                 BackendKind::Cluster => {
+                    if jobs.is_some_and(|j| j > 1) {
+                        // One cluster, one simulator address its driver pods reach, one chart release.
+                        bail!("the cluster backend runs one scenario at a time (--jobs 1)");
+                    }
                     let (backend, started_here) = cluster_backend(bin_dir, &cluster, &all).await?;
-                    let r = runner::run_all(&backend, &all, &work_dir, keep_work).await;
+                    let r = runner::run_all(&backend, &all, &work_dir, keep_work, 1).await;
                     if started_here {
                         scenarios::cluster::down(&absolute(&cluster.up.dir.state_dir)?).await?;
                     }

@@ -12,8 +12,15 @@ use harvester_simulator::guest::GuestCluster;
 use harvester_simulator::sim::{ADMIN_KUBECONFIG, CLOUD_CONFIG};
 use harvester_simulator::{SimConfig, Simulator};
 
+/// `--version`: says when the binary is a debug build (`scenarios bench` refuses those).
+const VERSION: &str = if cfg!(debug_assertions) {
+    concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 #[derive(Parser)]
-#[command(name = "harvester-sim", version, about = "A fake Harvester host cluster for testing guest CSI drivers")]
+#[command(name = "harvester-sim", version = VERSION, about = "A fake Harvester host cluster for testing guest CSI drivers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

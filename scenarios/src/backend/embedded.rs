@@ -35,11 +35,6 @@ struct Proc {
     child: Child,
 }
 
-fn free_port() -> Result<u16, Failure> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| fail(e.to_string()))?;
-    Ok(l.local_addr().map_err(|e| fail(e.to_string()))?.port())
-}
-
 pub struct EmbeddedCluster {
     work: PathBuf,
     driver_bin: PathBuf,
@@ -80,8 +75,8 @@ impl Backend for Embedded {
 
     async fn start(&self, scenario: &Scenario, work: &Path) -> Result<EmbeddedCluster, Failure> {
         std::fs::create_dir_all(work).map_err(|e| fail(format!("{}: {e}", work.display())))?;
-        let port = free_port()?;
-        let sim = Simulator::start(&self.sim_bin, scenario, work, &format!("127.0.0.1:{port}")).await?;
+        // Port 0: the simulator binds a free port itself, race-free when scenarios run side by side.
+        let sim = Simulator::start(&self.sim_bin, scenario, work, "127.0.0.1:0").await?;
         let sim_dir = sim.dir.clone();
         let cloud_config = sim.cloud_config();
         let admin = sim.admin_kubeconfig();

@@ -117,9 +117,29 @@ impl Simulator {
         let log = work.join("simulator.log");
         let mut child = spawn(bin, &args, &log).await?;
         let (endpoint, admin) = (dir.join("endpoint"), dir.join("admin.kubeconfig"));
-        wait_for("the simulator", Duration::from_secs(20), &mut child, &log, || endpoint.exists() && admin.exists())
+        // The endpoint file is written last, and read only once it is whole (it names a port).
+        let written = |p: &Path| std::fs::read_to_string(p).ok().and_then(|u| port_of(u.trim())).is_some();
+        wait_for("the simulator", Duration::from_secs(20), &mut child, &log, || written(&endpoint) && admin.exists())
             .await?;
-        Ok(Self { bin: bin.to_path_buf(), dir, args, log, child })
+        let mut sim = Self { bin: bin.to_path_buf(), dir, args, log, child };
+        sim.pin_port(listen)?;
+        Ok(sim)
+    }
+
+    /// With port 0 the simulator picks a free port itself (no race between
+    /// scenarios running side by side); a restart must come back on the same
+    /// one, since the driver's cloud-config names it, so it is written into the
+    /// arguments the restart uses.
+    fn pin_port(&mut self, listen: &str) -> Result<(), Failure> {
+        let Some(host) = listen.strip_suffix(":0") else { return Ok(()) };
+        let url =
+            std::fs::read_to_string(self.dir.join("endpoint")).map_err(|e| fail(format!("simulator endpoint: {e}")))?;
+        let port =
+            port_of(url.trim()).ok_or_else(|| fail(format!("simulator endpoint {:?} names no port", url.trim())))?;
+        for a in self.args.iter_mut().filter(|a| a.as_str() == listen) {
+            *a = format!("{host}:{port}");
+        }
+        Ok(())
     }
 
     pub fn cloud_config(&self) -> PathBuf {
@@ -185,6 +205,11 @@ impl Simulator {
     }
 }
 
+/// The port of an `https://host:port[/]` URL.
+fn port_of(url: &str) -> Option<u16> {
+    url.trim_end_matches('/').rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
 /// The simulator's admin API (`/sim/<path>`), for faults.
 pub async fn admin(env: &Env, method: &str, path: &str, body: Option<Value>) -> Result<String, Failure> {
     let req = http::Request::builder()
@@ -240,4 +265,16 @@ pub fn watch_double_attach(env: Arc<Env>, stop: CancellationToken) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_of;
+
+    #[test]
+    fn the_port_comes_from_the_endpoint_url() {
+        assert_eq!(port_of("https://127.0.0.1:40123"), Some(40123));
+        assert_eq!(port_of("https://127.0.0.1:40123/"), Some(40123));
+        assert_eq!(port_of("https://localhost"), None);
+    }
 }
