@@ -65,11 +65,12 @@ mod tests {
             phase("attach", "pv-old@guest-1", 100, 50),
             phase("attach", "pv-1@guest-1", 1000, 500),
             phase("attach", "pv-2@guest-2", 1100, 700),
+            phase("attach", "pv-3@guest-2", 1150, 600),
             phase("publish", "pv-1@guest-1", 1600, 10),
             phase("publish", "pv-2@guest-2", 1900, 20),
         ];
         let s = summary(&phases, 1000);
-        assert!(s.contains("| attach | 2 | 0 | 500 ms | 700 ms | 700 ms | 0.00 s | 0.80 s |"), "{s}");
+        assert!(s.contains("| attach | 3 | 0 | 600 ms | 700 ms | 700 ms | 0.00 s | 0.80 s |"), "{s}");
         assert!(s.contains("| guest-1 | 1 | 0.61 s |"), "{s}");
         assert!(s.contains("| guest-2 | 1 | 0.92 s |"), "{s}");
     }
