@@ -26,6 +26,8 @@ pub struct SeedResult {
     pub seconds: f64,
     pub faults: Vec<String>,
     pub error: Option<String>,
+    /// The step that took longest, and its seconds: how close a wait came to its bound.
+    pub slowest: Option<(String, f64)>,
 }
 
 /// The YAML of a seed's scenario, checked to load back as the same scenario.
@@ -61,19 +63,20 @@ where
     let started = Instant::now();
     let scenario = generate::scenario(seed);
     let faults = faults_of(&scenario);
-    let done = |error: Option<String>| SeedResult {
+    let done = |error: Option<String>, slowest: Option<(String, f64)>| SeedResult {
         seed,
         passed: error.is_none(),
         seconds: started.elapsed().as_secs_f64(),
         faults: faults.clone(),
         error,
+        slowest,
     };
     if let Err(e) = rules::check(&scenario) {
-        return done(Some(format!("generator bug (the plan breaks its own rules): {e}")));
+        return done(Some(format!("generator bug (the plan breaks its own rules): {e}")), None);
     }
     let work = opts.work_dir.join(format!("seed-{seed}"));
     if let Err(e) = fresh_work(&work) {
-        return done(Some(e.0));
+        return done(Some(e.0), None);
     }
     let r = runner::run_one(backend, &scenario, &format!("seed {seed}"), &work).await;
     let left = backend.found.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -89,7 +92,8 @@ where
     if error.is_none() && !opts.keep_work {
         let _ = std::fs::remove_dir_all(&work);
     }
-    done(error)
+    let slowest = r.steps.iter().max_by_key(|s| s.millis).map(|s| (s.label.clone(), s.millis as f64 / 1000.0));
+    done(error, slowest)
 }
 
 /// Runs the seeds one after another, printing a line each, and returns them all.
@@ -101,8 +105,9 @@ where
     let mut results = Vec::new();
     for (i, &seed) in opts.seeds.iter().enumerate() {
         let r = run_seed(&backend, seed, opts).await;
+        let slowest = r.slowest.as_ref().map(|(l, s)| format!("; slowest step {l} {s:.1}s")).unwrap_or_default();
         println!(
-            "[{}/{}] seed {seed} {} {:.1}s faults: {}",
+            "[{}/{}] seed {seed} {} {:.1}s faults: {}{slowest}",
             i + 1,
             opts.seeds.len(),
             if r.passed { "pass" } else { "FAIL" },
