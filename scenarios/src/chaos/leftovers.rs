@@ -130,4 +130,42 @@ mod tests {
     fn a_run_that_never_started_has_no_links() {
         assert!(links_under(Path::new("/nonexistent/chaos-work")).is_empty());
     }
+
+    fn run(cmd: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new(cmd).args(args).output().expect(cmd);
+        assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    #[ignore = "needs root: makes a loop device and a tmpfs mount below a temporary directory"]
+    fn scan_finds_a_loop_device_a_mount_and_a_link_of_the_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let work = dir.path().canonicalize().expect("canonical");
+        let file = work.join("host/volumes/v.img");
+        let mounted = work.join("kubelet/guest-1/m");
+        let by_id = work.join("host/vms/guest-1/root/dev/disk/by-id");
+        for d in [file.parent().expect("parent"), &mounted, &by_id] {
+            std::fs::create_dir_all(d).expect("dirs");
+        }
+        std::fs::File::create(&file).and_then(|f| f.set_len(1 << 20)).expect("backing file");
+        let dev = run("losetup", &["-f", "--show", &file.display().to_string()]);
+        run("mount", &["-t", "tmpfs", "tmpfs", &mounted.display().to_string()]);
+        std::os::unix::fs::symlink(&dev, by_id.join("virtio-v")).expect("link");
+        let found = scan(&work);
+        // Released before asserting, so a failure leaks nothing.
+        run("umount", &[&mounted.display().to_string()]);
+        run("losetup", &["-d", &dev]);
+        std::fs::remove_file(by_id.join("virtio-v")).expect("unlink");
+        assert!(found.iter().any(|f| f.starts_with(&format!("loop device {dev} on "))), "{found:?}");
+        assert!(found.contains(&format!("mount {}", mounted.display())), "{found:?}");
+        assert!(found.iter().any(|f| f.starts_with("by-id link ") && f.ends_with("virtio-v")), "{found:?}");
+        assert_eq!(found.len(), 3, "{found:?}");
+        // A detached loop device is freed when its last opener (udev, say) closes it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !scan(&work).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(scan(&work).is_empty(), "released: {:?}", scan(&work));
+    }
 }
