@@ -95,6 +95,7 @@ struct ChaosArgs {
     /// How many seeds to run, counting up from --first-seed.
     #[arg(long, default_value_t = 10)]
     seeds: u64,
+    /// The first seed of the range.
     #[arg(long, default_value_t = 0)]
     first_seed: u64,
     /// Run this seed (repeatable) instead of a range: the replay of a failure.
