@@ -48,9 +48,15 @@ echo "== scenario suite (embedded backend)"
 ./ci/scenarios.sh
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "== NOT RUN (need root): image build, cluster suite, fuzzing"
+  echo "== NOT RUN (need root): chaos seeds, image build, cluster suite, fuzzing"
   exit 0
 fi
+
+# A few fixed seeds of randomized chaos (scenarios/README.md); the binaries are
+# the ones ci/scenarios.sh just built.
+echo "== randomized chaos (embedded backend, seeds 0-3)"
+"${CARGO_TARGET_DIR:-target}/debug/scenarios" chaos --seeds 4 --bin-dir "${CARGO_TARGET_DIR:-target}/debug" \
+  --work-dir "${CARGO_TARGET_DIR:-target}/scenarios-chaos" --write "${CARGO_TARGET_DIR:-target}/chaos-failed"
 
 # The image recipe and its containerd import; the debug binary keeps CI short
 # (the release image is the same recipe with `cargo build --release`).

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod chaos;
 pub mod cluster;
 pub mod components;
 pub mod csi;

@@ -56,6 +56,11 @@ enum Command {
         #[command(flatten)]
         cluster: Box<ClusterRunArgs>,
     },
+    /// Randomized chaos (root): each seed is a random volume workflow with faults
+    /// (kill -9 of the controller, a node plugin or the simulator; API error
+    /// rates; watch drops), checked for double attachment, checksums, bounded
+    /// convergence and leftovers. A failing seed replays with `--seed S`.
+    Chaos(ChaosArgs),
     /// Check scenario files against the schema without running them.
     Validate {
         /// Scenario files or directories of them (default: scenarios/cases).
@@ -87,6 +92,57 @@ enum Command {
         #[arg(long)]
         bin_dir: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct ChaosArgs {
+    /// How many seeds to run, counting up from --first-seed.
+    #[arg(long, default_value_t = 10)]
+    seeds: u64,
+    /// The first seed of the range.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Run this seed (repeatable) instead of a range: the replay of a failure.
+    #[arg(long = "seed", conflicts_with_all = ["seeds", "first_seed"])]
+    seed: Vec<u64>,
+    /// Print this seed's scenario as YAML and exit (runs nothing, needs no root).
+    #[arg(long, conflicts_with_all = ["seeds", "first_seed", "seed"])]
+    print: Option<u64>,
+    /// Write the scenario of every failing seed here (`chaos-seed-<S>.yaml`, for `scenarios run`).
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// Where the seeds' work directories go (kept for failed seeds).
+    #[arg(long, default_value = "target/scenarios-chaos")]
+    work_dir: PathBuf,
+    /// Keep the work directories of passed seeds too.
+    #[arg(long)]
+    keep_work: bool,
+    /// Directory holding harvester-sim and harvester-csi-driver (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+async fn chaos_command(a: ChaosArgs) -> Result<()> {
+    use scenarios::chaos::run;
+    if let Some(seed) = a.print {
+        print!("{}", run::yaml_of(seed)?);
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("scenarios chaos runs the embedded backend, which needs root (loop devices and mounts)");
+    }
+    let seeds: Vec<u64> =
+        if a.seed.is_empty() { (0..a.seeds).map(|i| a.first_seed.wrapping_add(i)).collect() } else { a.seed.clone() };
+    let backend = embedded_backend(a.bin_dir)?;
+    std::fs::create_dir_all(&a.work_dir)?;
+    let opts = run::Options { seeds, work_dir: a.work_dir.canonicalize()?, keep_work: a.keep_work, write: a.write };
+    let started = std::time::Instant::now();
+    let results = run::run_seeds(backend, &opts).await;
+    print!("{}", run::summary(&results, started.elapsed().as_secs_f64()));
+    if results.iter().any(|r| !r.passed) {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Clone)]
@@ -295,6 +351,7 @@ async fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Cluster { action } => cluster_command(action).await,
+        Command::Chaos(a) => chaos_command(a).await,
         Command::Validate { paths } => {
             let all = load_all(&paths)?;
             println!("{} scenario file(s) valid", all.len());

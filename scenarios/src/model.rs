@@ -25,7 +25,7 @@ pub struct Scenario {
     pub upstream_volumes: Vec<UpstreamVolume>,
     pub steps: Vec<Step>,
     /// Fail the whole scenario after this long.
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    #[serde(default = "default_timeout", deserialize_with = "duration", serialize_with = "ser_duration")]
     pub timeout: Duration,
 }
 
@@ -148,6 +148,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
     }
+}
+
+/// Writes a duration the way `parse_duration` reads it back (`90s`, `1500ms`), so a
+/// serialized scenario (`scenarios chaos --write`) loads again unchanged.
+pub fn format_duration(d: &Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(d))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -353,7 +367,7 @@ pub struct Expect {
     /// and the host object it names exists.
     #[serde(default, rename = "handlePrefix")]
     pub handle_prefix: Option<String>,
-    #[serde(default = "default_within", deserialize_with = "duration")]
+    #[serde(default = "default_within", deserialize_with = "duration", serialize_with = "ser_duration")]
     pub within: Duration,
 }
 
@@ -398,7 +412,7 @@ pub struct ExpectHost {
     /// Number of loop devices backing the volume (0 after detach).
     #[serde(default, rename = "loopDevices")]
     pub loop_devices: Option<usize>,
-    #[serde(default = "default_within", deserialize_with = "duration")]
+    #[serde(default = "default_within", deserialize_with = "duration", serialize_with = "ser_duration")]
     pub within: Duration,
 }
 
@@ -518,7 +532,7 @@ pub struct InFlight {
     /// The kubelet call: `stage`.
     pub phase: InFlightPhase,
     pub node: String,
-    #[serde(default = "default_within", deserialize_with = "duration")]
+    #[serde(default = "default_within", deserialize_with = "duration", serialize_with = "ser_duration")]
     pub within: Duration,
 }
 
@@ -562,7 +576,7 @@ pub enum Step {
     Expand(Expand),
     Snapshot(Snapshot),
     Fault(Fault),
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     Sleep(Duration),
     /// Assert that no volume is ever attached to two VMs until the end.
     NeverDoubleAttached(bool),

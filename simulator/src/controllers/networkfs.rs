@@ -246,6 +246,16 @@ fn reconcile_nfs(ctx: &Arc<Ctx>, ns: &str, name: &str) -> Result<Requeue, String
                     write_status(json!({"state": "Enabling", "status": "NotReady"}))?;
                     Ok(Some(Duration::from_millis(100)))
                 }
+                // Enabled again before a disable finished: the share-manager stops
+                // first, then the export is Disabled and enables from there. Waiting
+                // for a Disabled that only the Disabled branch below would write
+                // left it Disabling for good (found by `scenarios chaos`, seed 41).
+                "Disabling" if sm_state == "stopped" => {
+                    write_status(
+                        json!({"state": "Disabled", "status": "NotReady", "endpoint": "", "mountOpts": "", "conditions": [condition("NotReady", "export is disabled")]}),
+                    )?;
+                    Ok(Some(Duration::ZERO))
+                }
                 "Disabling" => Ok(Some(Duration::from_millis(200))),
                 "Enabling" | "Enabled" => {
                     if sm_state != "running" || ip.is_empty() {
