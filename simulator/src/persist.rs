@@ -1,5 +1,7 @@
 //! State persistence: the whole store as one JSON document in the state
-//! directory, rewritten (atomically) shortly after each burst of changes.
+//! directory, rewritten (atomically) after each burst of changes. API writes
+//! are answered once a save holds them (group commit: every write made while
+//! one save runs goes into the next).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,7 +79,8 @@ struct SnapshotRef<'a> {
     objects: std::collections::BTreeMap<String, Items<'a>>,
 }
 
-pub fn save(store: &Store, profile: &str, dir: &Path) -> Result<(), PersistError> {
+/// Saves the store; returns the resourceVersion the saved snapshot holds.
+pub fn save(store: &Store, profile: &str, dir: &Path) -> Result<u64, PersistError> {
     let (rv, all) = store.snapshot();
     let objects = all
         .iter()
@@ -100,7 +103,8 @@ pub fn save(store: &Store, profile: &str, dir: &Path) -> Result<(), PersistError
         source: std::io::Error::other(e),
     })?;
     std::io::Write::flush(&mut out).map_err(io("write", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+    std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+    Ok(rv)
 }
 
 /// Writes a snapshot after changes settle, and a last one on shutdown. Saving
@@ -109,20 +113,24 @@ pub fn save(store: &Store, profile: &str, dir: &Path) -> Result<(), PersistError
 pub async fn run(store: Arc<Store>, profile: String, dir: PathBuf, shutdown: CancellationToken) {
     let save_off_runtime = |what: &'static str| {
         let (store, profile, dir) = (store.clone(), profile.clone(), dir.clone());
+        let store_for_mark = store.clone();
         async move {
             match tokio::task::spawn_blocking(move || save(&store, &profile, &dir)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(rv)) => store_for_mark.mark_durable(rv),
                 Ok(Err(e)) => tracing::error!(error = %e, "saving simulator state{what}"),
                 Err(e) => tracing::error!(error = %e, "saving simulator state{what}: task failed"),
             }
         }
     };
+    // Saved once at start, so writers wait for saves from the first request on.
+    save_off_runtime(" at start").await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = store.changed.notified() => {}
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A moment for the rest of a burst (a controller's several writes) to join this save.
+        tokio::time::sleep(Duration::from_millis(2)).await;
         save_off_runtime("").await;
     }
     save_off_runtime(" at shutdown").await;

@@ -78,7 +78,8 @@ where
     if let Err(e) = fresh_work(&work) {
         return done(Some(e.0), None);
     }
-    let r = runner::run_one(backend, &scenario, &format!("seed {seed}"), &work).await;
+    let r =
+        runner::run_one(backend, &scenario, &format!("seed {seed}"), &work, &runner::Output { parallel: false }).await;
     let left = backend.found.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let error = match r.error {
         Some(e) => Some(e),

@@ -77,6 +77,9 @@ pub struct Store {
     history_limit: usize,
     /// Signalled on every change so the persister can write a snapshot.
     pub changed: Notify,
+    /// The resourceVersion the last saved snapshot holds; `None` while nothing
+    /// persists this store (the in-process guest API), so nobody waits for it.
+    durable: tokio::sync::watch::Sender<Option<u64>>,
 }
 
 /// Live fan-out capacity: a watcher further behind than this is told 410 and relists.
@@ -100,7 +103,26 @@ impl Store {
             tx,
             history_limit,
             changed: Notify::new(),
+            durable: tokio::sync::watch::channel(None).0,
         }
+    }
+
+    /// A persister saved everything up to `rv`.
+    pub fn mark_durable(&self, rv: u64) {
+        self.durable.send_replace(Some(rv));
+    }
+
+    /// Waits until everything up to `rv` is saved, as the apiserver answers a
+    /// write only once etcd has committed it: a simulator killed right after
+    /// answering must not come back without the change. True at once when no
+    /// persister runs; false if the save did not come within `within`.
+    pub async fn wait_durable(&self, rv: u64, within: std::time::Duration) -> bool {
+        let mut saved = self.durable.subscribe();
+        if saved.borrow().is_none() {
+            return true;
+        }
+        let reached = tokio::time::timeout(within, saved.wait_for(|d| d.is_some_and(|d| d >= rv))).await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

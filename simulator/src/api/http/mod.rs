@@ -104,11 +104,25 @@ pub fn router(state: Arc<ServerState>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
 }
 
+/// How long a write waits for the save that holds it before it is answered anyway.
+const DURABLE_WITHIN: Duration = Duration::from_secs(10);
+
 async fn dispatch(State(st): State<Arc<ServerState>>, req: Request) -> Response {
-    match handle(st, req).await {
+    let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let response = match handle(st.clone(), req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    if writes && response.status().is_success() {
+        // Answered once saved, as the apiserver answers once etcd committed: a
+        // kill -9 right after must not lose what the client was told happened.
+        let store = &st.api.store;
+        let rv = store.current_rv();
+        if !store.wait_durable(rv, DURABLE_WITHIN).await {
+            tracing::error!(rv, "a write is answered before any save holds it (saving is failing or stuck)");
+        }
     }
+    response
 }
 
 type Query = Vec<(String, String)>;
