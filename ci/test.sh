@@ -69,7 +69,8 @@ echo "== driver image (daemonless build, containerd import)"
 echo "== scenario suite (cluster backend)"
 ./ci/cluster-scenarios.sh --cold-cases ci/cluster/cold-cases.txt --except ci/cluster/known-failures.txt
 echo "== local cluster up/down"
-cargo test -p scenarios --test local_cluster -- --ignored
+# --workspace: the features the test build above resolved, so nothing is rebuilt.
+cargo test --workspace --test local_cluster -- --ignored
 
 echo "== fuzzing (each target briefly; ci/fuzz.sh SECONDS for longer runs)"
 FUZZ_BUILD=dev FUZZ_SEED=1 ./ci/fuzz.sh 15

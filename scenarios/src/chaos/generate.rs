@@ -514,10 +514,9 @@ impl Gen {
         if self.rng.chance(30) {
             self.kill();
         }
-        // The handle check reads the host snapshot once, after the wait: under an
-        // injected error rate that single read fails the step (seed 152), so it is
-        // made only without one; the restore's checksums prove the content anyway.
-        let handle_prefix = self.errors_for.is_none().then(|| "snapshot-".to_string());
+        // The handle and the host object it names are checked too, under an injected
+        // error rate as well (seed 152 found that check reading only once).
+        let handle_prefix = Some("snapshot-".to_string());
         self.steps.push(within(Expect { snapshot: Some(snap.clone()), handle_prefix, ..expect() }));
         // The source moves on; the restore has what it had at the snapshot.
         if self.rng.chance(50) {

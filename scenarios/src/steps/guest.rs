@@ -129,19 +129,25 @@ pub(super) async fn expect<C: Cluster>(c: &C, e: &model::Expect) -> Result<()> {
     }
     if let Some(snap) = &e.snapshot {
         let api = crate::components::snapshotter::snapshots(env, &e.namespace);
-        eventually(e.within, &format!("snapshot {snap}"), || async {
+        // Ready, and (with handlePrefix) its handle and the host object it names, in one
+        // bounded wait: a read that fails (an injected API error rate) is tried again
+        // until `within`, as every other expectation is.
+        return eventually(e.within, &format!("snapshot {snap}"), || async {
             let s = api.get(snap).await.map_err(|x| fail(x.to_string()))?;
-            Ok(if s.data.pointer("/status/readyToUse") == Some(&json!(true)) { None } else { Some("not ready".into()) })
-        })
-        .await?;
-        if let Some(prefix) = &e.handle_prefix {
-            let handle = crate::components::snapshotter::handle_of(env, &e.namespace, snap).await.map_err(fail)?;
+            if s.data.pointer("/status/readyToUse") != Some(&json!(true)) {
+                return Ok(Some("not ready".into()));
+            }
+            let Some(prefix) = &e.handle_prefix else { return Ok(None) };
+            let handle = match crate::components::snapshotter::handle_of(env, &e.namespace, snap).await {
+                Ok(h) => h,
+                Err(why) => return Ok(Some(format!("reading its handle: {why}"))),
+            };
             if !handle.starts_with(prefix.as_str()) {
                 return Err(fail(format!("snapshot {snap} has handle {handle:?}, not one starting with {prefix:?}")));
             }
-            host_object_of_handle(env, &handle).await?;
-        }
-        return Ok(());
+            Ok(host_object_of_handle(env, &handle).await.err().map(|why| format!("host object of {handle}: {why}")))
+        })
+        .await;
     }
     Err(fail("expect needs pvc, pod or snapshot"))
 }
