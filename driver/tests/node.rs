@@ -425,6 +425,45 @@ async fn xfs_grows_online_after_controller_expansion() {
     .await;
 }
 
+/// A restore or clone of an xfs volume carries its source's filesystem UUID; the
+/// kernel refuses a second mount of a UUID already mounted unless asked `nouuid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: real loop devices, filesystems and mounts"]
+async fn an_xfs_copy_stages_on_the_vm_that_has_its_source_staged() {
+    require_root_and_loop();
+    bounded(180, async {
+        let env = Env::start(Options::profile("v1.6").loop_devices()).await;
+        let source = create_and_attach(&env, "pvc-xfs-source", 320 * MIB, rwo_mount("xfs")).await;
+        let copy = create_and_attach(&env, "pvc-xfs-copy", 320 * MIB, rwo_mount("xfs")).await;
+        let (source_staging, copy_staging) = (env.work.join("staging/source"), env.work.join("staging/copy"));
+        stage(&env, &source, &source_staging).await;
+        std::fs::write(source_staging.join("data"), b"from the source").expect("write");
+        let source_device = mount_at(&source_staging).expect("source staged").0;
+        stage(&env, &copy, &copy_staging).await;
+        let copy_device = mount_at(&copy_staging).expect("copy staged").0;
+        unstage(&env, &copy.id, &copy_staging).await.expect("unstage the copy");
+        unstage(&env, &source.id, &source_staging).await.expect("unstage the source");
+        // What a snapshot restore hands the node: the source's blocks, UUID and all.
+        run_ok(
+            "dd",
+            &[&format!("if={source_device}"), &format!("of={copy_device}"), "bs=1M", "conv=fsync", "status=none"],
+        );
+
+        stage(&env, &source, &source_staging).await;
+        stage(&env, &copy, &copy_staging).await;
+        assert_eq!(std::fs::read(copy_staging.join("data")).expect("read the copy"), b"from the source");
+
+        unstage(&env, &copy.id, &copy_staging).await.expect("NodeUnstage copy");
+        unstage(&env, &source.id, &source_staging).await.expect("NodeUnstage source");
+        for p in [&source, &copy] {
+            env.unpublish(&p.id, "guest-1").await.expect("ControllerUnpublish");
+            env.delete(&p.id).await.expect("DeleteVolume");
+        }
+        env.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root: real loop devices, filesystems and mounts"]
 async fn block_volume_is_bind_mounted_onto_a_file() {

@@ -322,6 +322,30 @@ async fn stage_formats_only_blank_devices(
     }
 }
 
+#[rstest]
+#[case::xfs_gets_nouuid("xfs", &[], &["rw", "nouuid"])]
+#[case::xfs_keeps_the_class_flags("xfs", &["noatime"], &["rw", "noatime", "nouuid"])]
+#[case::xfs_nouuid_once("xfs", &["nouuid"], &["rw", "nouuid"])]
+#[case::ext4_as_asked("ext4", &["noatime"], &["rw", "noatime"])]
+#[tokio::test]
+async fn stage_mounts_xfs_with_nouuid_so_a_restore_mounts_beside_its_source(
+    #[case] fs: &str,
+    #[case] flags: &[&str],
+    #[case] want: &[&str],
+) {
+    let n = node();
+    n.disk(VOLUME, GIB, Some(fs));
+    let staging = n.staging(VOLUME);
+    let mut cap = mount_cap(Mode::SingleNodeWriter, fs);
+    if let Some(AccessType::Mount(m)) = cap.access_type.as_mut() {
+        m.mount_flags = flags.iter().map(|f| f.to_string()).collect();
+    }
+    n.stage(stage_req(&staging, cap, GIB)).await.expect("stage");
+    let mounts = n.mounter.mounts_at(&staging);
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0].options, want.iter().map(|o| o.to_string()).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn stage_checks_an_existing_filesystem_and_refuses_a_damaged_one() {
     let n = node();

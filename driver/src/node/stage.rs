@@ -122,7 +122,7 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
                 self.grow_if_smaller(&id, &device, &staging, fs, have).await?;
             }
         }
-        self.mounter.mount(&device, &staging, Some(fs.as_str()), &shape.mount_flags).await?;
+        self.mounter.mount(&device, &staging, Some(fs.as_str()), &stage_mount_options(fs, &shape.mount_flags)).await?;
         if !formatted && fs != FsType::Ext4 {
             self.grow_if_smaller(&id, &device, &staging, fs, have).await?;
         }
@@ -192,4 +192,17 @@ impl<M: Mounter, H: NodeHost> NodeService<M, H> {
         crate::mount::unmount_if_mounted(self.mounter.as_ref(), &staging).await?;
         Ok(csi::NodeUnstageVolumeResponse {})
     }
+}
+
+/// The options a filesystem volume is staged with: the StorageClass's mount
+/// flags, and for xfs `nouuid`. A volume restored or cloned from a snapshot
+/// carries its source's xfs UUID, and the kernel refuses to mount a second
+/// filesystem with a UUID already mounted: without it, a restore could never
+/// be staged on the VM that has its source.
+fn stage_mount_options(fs: FsType, flags: &[String]) -> Vec<String> {
+    let mut options = flags.to_vec();
+    if fs == FsType::Xfs && !options.iter().any(|o| o == "nouuid") {
+        options.push("nouuid".into());
+    }
+    options
 }
