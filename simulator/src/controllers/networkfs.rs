@@ -94,12 +94,25 @@ async fn reconcile_share_manager(ctx: &Arc<Ctx>, volume: &str) -> Result<Requeue
             ctx.devices.start_export(volume).await.map_err(err)?;
             ctx.timers.clear(&timer);
         }
+        ctx.timers.clear(&format!("share-manager-stop/{volume}"));
         ("running", if ip.is_empty() { String::new() } else { format!("nfs://{ip}/{volume}") })
     } else {
-        if state == "running" || state == "starting" {
+        ctx.timers.clear(&timer);
+        // A running share-manager pod takes a while to terminate, as it takes a while to
+        // start: until it has, the export is still served and networkfs stays Disabling.
+        let stop_timer = format!("share-manager-stop/{volume}");
+        if state == "running" || state == "stopping" {
+            if let Some(left) = ctx.timers.wait(&stop_timer, Duration::from_millis(ctx.timing().export_ms)) {
+                if state == "running" {
+                    set_sm(ctx, &sm_rt, volume, "stopping", "")?;
+                }
+                return Ok(Some(left));
+            }
+        }
+        ctx.timers.clear(&stop_timer);
+        if matches!(state.as_str(), "running" | "starting" | "stopping") {
             ctx.devices.stop_export(volume).await.map_err(err)?;
         }
-        ctx.timers.clear(&timer);
         ("stopped", String::new())
     };
     set_sm(ctx, &sm_rt, volume, new_state, &endpoint)?;
