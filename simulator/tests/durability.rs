@@ -3,30 +3,18 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
 
 use common::bounded;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 async fn serve(dir: &Path) -> Child {
-    let _ = std::fs::remove_file(dir.join("endpoint"));
-    let child = Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
-        .args(["serve", "--devices", "file", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting harvester-sim serve");
-    common::eventually("the simulator to write its endpoint", || async {
-        std::fs::read_to_string(dir.join("endpoint")).ok().filter(|e| e.trim().rsplit_once(':').is_some())
-    })
-    .await;
-    child
+    let args = ["serve", "--devices", "file", "--listen", "127.0.0.1:0", "--state-dir"];
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).chain([dir.as_os_str()]).collect();
+    common::spawn_sim(&args, &["address"]).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

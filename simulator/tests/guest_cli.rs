@@ -2,39 +2,19 @@
 
 mod common;
 
-use std::process::Stdio;
-
 use common::bounded;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::api::{Api, PostParams};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_mode_serves_a_plain_kubernetes_api_with_an_admin_kubeconfig() {
     bounded(60, async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
-            .args(["guest", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("starting harvester-sim guest");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut address = String::new();
-        let mut kubeconfig = String::new();
-        while address.is_empty() || kubeconfig.is_empty() {
-            let line = lines.next_line().await.expect("reading output").expect("harvester-sim guest exited");
-            if let Some(a) = line.strip_prefix("address: ") {
-                address = a.to_string();
-            } else if let Some(k) = line.strip_prefix("kubeconfig: ") {
-                kubeconfig = k.to_string();
-            }
-        }
+        let args = ["guest", "--listen", "127.0.0.1:0", "--state-dir"].map(std::ffi::OsStr::new);
+        let args: Vec<&std::ffi::OsStr> = args.into_iter().chain([dir.path().as_os_str()]).collect();
+        let (mut child, printed) = common::spawn_sim(&args, &["address", "kubeconfig"]).await;
+        let (address, kubeconfig) = (printed["address"].clone(), printed["kubeconfig"].clone());
         assert!(address.starts_with("https://127.0.0.1:"), "{address}");
         assert_eq!(kubeconfig, dir.path().join("guest.kubeconfig").display().to_string());
 

@@ -2,12 +2,13 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::bounded;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 fn kubectl_available() -> bool {
@@ -21,28 +22,11 @@ fn kubectl_available() -> bool {
 
 /// Starts `harvester-sim serve` and returns it with its printed address.
 async fn serve(state: &Path, world: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--devices", "file", "--state-dir"])
-        .arg(state)
-        .arg("--world")
-        .arg(world)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting harvester-sim");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let address = loop {
-        let line = lines.next_line().await.expect("reading harvester-sim output").expect("harvester-sim exited");
-        if let Some(a) = line.strip_prefix("address: ") {
-            break a.trim().to_string();
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, address)
+    let args = ["serve", "--listen", "127.0.0.1:0", "--devices", "file", "--state-dir"].map(OsStr::new);
+    let args: Vec<&OsStr> =
+        args.into_iter().chain([state.as_os_str(), OsStr::new("--world"), world.as_os_str()]).collect();
+    let (child, mut printed) = common::spawn_sim(&args, &["address"]).await;
+    (child, printed.remove("address").unwrap_or_default())
 }
 
 struct Kubectl {

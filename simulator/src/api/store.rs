@@ -64,6 +64,16 @@ struct Inner {
     oldest_watchable: u64,
 }
 
+impl Inner {
+    /// The retained events newer than `rv`. The history is in version order, so a
+    /// binary search finds the first one: a watch resuming near the head costs
+    /// O(log n + its backlog), not a pass over the whole history.
+    fn history_after(&self, rv: u64) -> Vec<Arc<Event>> {
+        let first = self.history.partition_point(|e| e.rv <= rv);
+        self.history.range(first..).cloned().collect()
+    }
+}
+
 /// Outcome of subscribing to changes: the backlog after the requested version
 /// and a live receiver that continues exactly where the backlog ends.
 pub struct Subscription {
@@ -290,8 +300,19 @@ impl Store {
         if rv < inner.oldest_watchable {
             return None;
         }
-        let backlog = inner.history.iter().filter(|e| e.rv > rv).cloned().collect();
-        Some(Subscription { backlog, live: self.tx.subscribe() })
+        Some(Subscription { backlog: inner.history_after(rv), live: self.tx.subscribe() })
+    }
+
+    /// The changes after `rv` and the version they bring the store to, read under
+    /// one lock so that no change falls between the two: what the persister appends
+    /// to its log. `None` when the history no longer reaches back to `rv` (evicted
+    /// or compacted); the persister then saves everything instead.
+    pub fn changes_after(&self, rv: u64) -> Option<(Vec<Arc<Event>>, u64)> {
+        let inner = self.lock();
+        if rv < inner.oldest_watchable {
+            return None;
+        }
+        Some((inner.history_after(rv), inner.rv))
     }
 
     /// A live receiver only (in-process controllers).
@@ -374,6 +395,24 @@ mod tests {
         let sub = s.subscribe_after(resource_version(&a)).unwrap();
         assert_eq!(sub.backlog.len(), 1);
         assert_eq!(sub.backlog[0].name, "b");
+    }
+
+    #[test]
+    fn the_backlog_is_every_retained_change_after_the_version_in_order() {
+        let s = Store::new(100);
+        let start = s.current_rv();
+        let rvs: Vec<u64> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|n| resource_version(&s.create(&key(), "ns", n, json!({"metadata": {"name": n}})).unwrap()))
+            .collect();
+        let names =
+            |rv| -> Vec<String> { s.subscribe_after(rv).unwrap().backlog.iter().map(|e| e.name.clone()).collect() };
+        assert_eq!(names(start), ["a", "b", "c", "d"]);
+        assert_eq!(names(rvs[1]), ["c", "d"]);
+        assert!(names(rvs[3]).is_empty());
+        let (events, head) = s.changes_after(rvs[2]).unwrap();
+        assert_eq!(events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["d"]);
+        assert_eq!(head, s.current_rv());
     }
 
     #[test]

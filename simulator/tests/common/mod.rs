@@ -299,3 +299,34 @@ pub fn command_output(program: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The `harvester-sim` binary as a process (`serve`, `guest`), for tests of the
+/// command line itself. Returns once it has printed every `key: value` line named
+/// in `wait_for` (`address`, `kubeconfig`), with their values; its stdout keeps
+/// being drained so it never blocks on a full pipe.
+pub async fn spawn_sim(
+    args: &[&std::ffi::OsStr],
+    wait_for: &[&str],
+) -> (tokio::process::Child, std::collections::HashMap<String, String>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_harvester-sim"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting harvester-sim");
+    let stdout = child.stdout.take().expect("harvester-sim stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut printed = std::collections::HashMap::new();
+    while !wait_for.iter().all(|key| printed.contains_key(*key)) {
+        let line = lines.next_line().await.expect("reading harvester-sim output").expect("harvester-sim exited");
+        if let Some((key, value)) = line.split_once(": ") {
+            printed.insert(key.to_string(), value.trim().to_string());
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, printed)
+}

@@ -1,6 +1,6 @@
 //! The VMI hotplug phase machine (virt-controller + virt-handler in one):
-//! Pending → Bound → AttachedToNode (attachment pod) → MountedToPod → Ready
-//! (device visible in the guest), and on removal UnMountedFromPod (device gone)
+//! Pending → Bound → AttachedToNode (attachment pod) → MountedToPod (device
+//! visible in the guest) → Ready, and on removal UnMountedFromPod (device gone)
 //! → Detaching (pod deleted) → entry removed. Latency per step from the world's
 //! timing; the stuck-phase fault holds a volume where it is.
 
@@ -81,6 +81,15 @@ fn free_target(entries: &[Value], virtio: bool) -> String {
     format!("{prefix}aa")
 }
 
+/// A volume whose device attaches in this pass: its status entry, and the
+/// backing volume and by-id link name for the device.
+struct Plugging {
+    idx: usize,
+    vol: String,
+    backing: String,
+    link: String,
+}
+
 struct Step {
     elapsed_ok: bool,
     remaining: Duration,
@@ -103,6 +112,28 @@ fn entered_phase(ctx: &Ctx, ns: &str, vmi: &str, vol: &str) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert((ns.into(), vmi.into(), vol.into()), Instant::now());
+}
+
+/// Moves a volume into the next timed phase. Its clock starts when the step
+/// before was due, not when this reconcile ran: the world's hotplug latency is
+/// the whole of the Bound → Ready walk, and the few milliseconds each wake-up
+/// takes must not pile up on top of it. After a stall of more than a step (a
+/// stuck-phase fault, a claim that was not bound yet) the clock starts now, so
+/// the steps after it keep their length. Returns how late this reconcile ran.
+fn advance_phase(ctx: &Ctx, ns: &str, vmi: &str, vol: &str, step: Duration) -> Duration {
+    let mut since = ctx.hotplug.since.lock().unwrap_or_else(|p| p.into_inner());
+    let k = (ns.to_string(), vmi.to_string(), vol.to_string());
+    let (entered, late) = next_phase_clock(since.get(&k).copied(), step, Instant::now());
+    since.insert(k, entered);
+    late
+}
+
+/// When the phase a volume enters at `now` started by the schedule (see
+/// [`advance_phase`]), and how late `now` is for it.
+fn next_phase_clock(previous: Option<Instant>, step: Duration, now: Instant) -> (Instant, Duration) {
+    let due = previous.map_or(now, |entered| entered + step);
+    let late = now.saturating_duration_since(due);
+    (if late > step { now } else { due }, late)
 }
 
 fn forget(ctx: &Ctx, ns: &str, vmi: &str, vol: &str) {
@@ -237,6 +268,7 @@ async fn reconcile(ctx: &Arc<Ctx>, key: &Key) -> Result<Requeue, String> {
         vmi.pointer("/status/volumeStatus").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut requeue: Option<Duration> = None;
     let mut soonest = |d: Duration| requeue = Some(requeue.map_or(d, |r: Duration| r.min(d)));
+    let mut plugging: Vec<Plugging> = Vec::new();
 
     for (vol, claim) in &wanted {
         let pvc = ctx.api.get_opt("", "persistentvolumeclaims", ns, claim);
@@ -286,7 +318,7 @@ async fn reconcile(ctx: &Arc<Ctx>, key: &Key) -> Result<Requeue, String> {
                     "SuccessfulCreate",
                     &format!("Created hotplug attachment pod {}, for volume {vol}", meta::name(&pod)),
                 );
-                entered_phase(ctx, ns, name, vol);
+                advance_phase(ctx, ns, name, vol, step);
                 ctx.event(
                     &vmi,
                     "Normal",
@@ -301,24 +333,18 @@ async fn reconcile(ctx: &Arc<Ctx>, key: &Key) -> Result<Requeue, String> {
                     soonest(due.remaining);
                     continue;
                 }
-                let pod_name = meta::str_at(&entries[idx], "/hotplugVolume/attachPodName").to_string();
-                let pod_uid =
-                    ctx.api.get_opt("", "pods", ns, &pod_name).map(|p| meta::uid(&p).to_string()).unwrap_or_default();
-                entries[idx]["hotplugVolume"]["attachPodUID"] = json!(pod_uid);
-                set_phase(
-                    &mut entries[idx],
-                    "MountedToPod",
-                    "VolumeMountedToPod",
-                    &format!("Volume {vol} has been mounted in virt-launcher pod"),
-                );
-                entered_phase(ctx, ns, name, vol);
-                ctx.event(
-                    &vmi,
-                    "Normal",
-                    "VolumeMountedToPod",
-                    &format!("Volume {vol} has been mounted in virt-launcher pod"),
-                );
-                soonest(step);
+                let Some(backing) =
+                    pvc.as_deref().map(|p| meta::str_at(p, "/spec/volumeName").to_string()).filter(|b| !b.is_empty())
+                else {
+                    soonest(step);
+                    continue;
+                };
+                // The disk reaches the guest here (libvirt attaches it once it is in the
+                // virt-launcher pod), so the loop device's own set-up time is spent inside
+                // the step and Ready still comes when the world's latency says.
+                let disk =
+                    disk_named(&spec, vol).cloned().unwrap_or_else(|| json!({"name": vol, "disk": {"bus": "scsi"}}));
+                plugging.push(Plugging { idx, vol: vol.clone(), backing, link: by_id_name(&disk) });
             }
             "MountedToPod" => {
                 let due = step_due(ctx, ns, name, vol, "MountedToPod", step);
@@ -326,17 +352,15 @@ async fn reconcile(ctx: &Arc<Ctx>, key: &Key) -> Result<Requeue, String> {
                     soonest(due.remaining);
                     continue;
                 }
-                let Some(backing) =
-                    pvc.as_deref().map(|p| meta::str_at(p, "/spec/volumeName").to_string()).filter(|b| !b.is_empty())
-                else {
-                    soonest(step);
-                    continue;
-                };
-                let disk =
-                    disk_named(&spec, vol).cloned().unwrap_or_else(|| json!({"name": vol, "disk": {"bus": "scsi"}}));
-                let link = by_id_name(&disk);
-                attach_device(ctx, ns, name, vol, &backing, &link).await?;
-                let virtio = disk.pointer("/disk/bus").and_then(Value::as_str) == Some("virtio");
+                let late = advance_phase(ctx, ns, name, vol, step);
+                tracing::debug!(
+                    vmi = name,
+                    volume = vol,
+                    late_ms = late.as_millis() as u64,
+                    "hot-plugged volume ready"
+                );
+                let virtio = disk_named(&spec, vol).and_then(|d| d.pointer("/disk/bus")).and_then(Value::as_str)
+                    == Some("virtio");
                 let target = free_target(&entries, virtio);
                 entries[idx]["target"] = json!(target);
                 set_phase(
@@ -350,6 +374,30 @@ async fn reconcile(ctx: &Arc<Ctx>, key: &Key) -> Result<Requeue, String> {
             }
             _ => {}
         }
+    }
+
+    // The devices whose step is due attach side by side: one after another, the
+    // ten volumes a VM gets in a burst would each wait out the others' losetup.
+    let attached =
+        futures::future::join_all(plugging.iter().map(|p| attach_device(ctx, ns, name, &p.vol, &p.backing, &p.link)))
+            .await;
+    for (p, result) in plugging.iter().zip(attached) {
+        // A failure leaves the volume AttachedToNode; the retry finds the devices
+        // that did attach already there.
+        result?;
+        let vol = &p.vol;
+        let pod_name = meta::str_at(&entries[p.idx], "/hotplugVolume/attachPodName").to_string();
+        let pod_uid = ctx.api.get_opt("", "pods", ns, &pod_name).map(|p| meta::uid(&p).to_string()).unwrap_or_default();
+        entries[p.idx]["hotplugVolume"]["attachPodUID"] = json!(pod_uid);
+        set_phase(
+            &mut entries[p.idx],
+            "MountedToPod",
+            "VolumeMountedToPod",
+            &format!("Volume {vol} has been mounted in virt-launcher pod"),
+        );
+        advance_phase(ctx, ns, name, vol, step);
+        ctx.event(&vmi, "Normal", "VolumeMountedToPod", &format!("Volume {vol} has been mounted in virt-launcher pod"));
+        soonest(step);
     }
 
     // Volumes gone from the spec walk out.
@@ -383,6 +431,10 @@ async fn reconcile(ctx: &Arc<Ctx>, key: &Key) -> Result<Requeue, String> {
                     keep.push(entry);
                     continue;
                 }
+                // The device is attached on leaving AttachedToNode; a status write that
+                // failed after that leaves the volume there with its device in the guest.
+                // (A no-op when nothing is attached, as after UnMountedFromPod.)
+                detach_device(ctx, ns, name, &vol).await?;
                 delete_attachment_pod(ctx, ns, &entry, claim.as_deref())?;
                 let pod = meta::str_at(&entry, "/hotplugVolume/attachPodName").to_string();
                 set_phase(
@@ -426,15 +478,18 @@ async fn reconcile(ctx: &Arc<Ctx>, key: &Key) -> Result<Requeue, String> {
     Ok(requeue)
 }
 
-/// After a restart: devices of Ready hotplug volumes are re-attached (a reboot
-/// of the simulator host may have lost the loop devices; links may be stale).
+/// After a restart: devices of hotplug volumes the guest sees (MountedToPod or
+/// Ready) are re-attached (a reboot of the simulator host may have lost the
+/// loop devices; links may be stale).
 pub async fn reattach_devices(ctx: &Arc<Ctx>) {
     let mut wanted = Vec::new();
     for vmi in ctx.api.list("kubevirt.io", "virtualmachineinstances", None) {
         let (ns, name) = (meta::namespace(&vmi), meta::name(&vmi));
         let spec = vmi.get("spec").cloned().unwrap_or(Value::Null);
         for entry in vmi.pointer("/status/volumeStatus").and_then(Value::as_array).into_iter().flatten() {
-            if meta::str_at(entry, "/phase") != "Ready" || entry.get("hotplugVolume").is_none() {
+            if !matches!(meta::str_at(entry, "/phase"), "Ready" | "MountedToPod")
+                || entry.get("hotplugVolume").is_none()
+            {
                 continue;
             }
             let vol = meta::str_at(entry, "/name");
@@ -455,5 +510,27 @@ pub async fn reattach_devices(ctx: &Arc<Ctx>) {
     }
     if let Err(e) = ctx.devices.reconcile(&wanted).await {
         tracing::error!(error = %e, "re-attaching devices after restart");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_starts_when_the_one_before_was_due_not_when_the_reconcile_ran() {
+        let step = Duration::from_millis(100);
+        let t0 = Instant::now();
+        // On time, or a few milliseconds late: the clock keeps the schedule.
+        assert_eq!(next_phase_clock(Some(t0), step, t0 + step), (t0 + step, Duration::ZERO));
+        assert_eq!(
+            next_phase_clock(Some(t0), step, t0 + step + Duration::from_millis(7)),
+            (t0 + step, Duration::from_millis(7))
+        );
+        // Late by more than a step (a stuck-phase fault released): the next step gets its whole length.
+        let stalled = t0 + step + Duration::from_millis(250);
+        assert_eq!(next_phase_clock(Some(t0), step, stalled), (stalled, Duration::from_millis(250)));
+        // Nothing known (a restart): the clock starts now.
+        assert_eq!(next_phase_clock(None, step, t0), (t0, Duration::ZERO));
     }
 }
