@@ -96,7 +96,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let endpoint: Endpoint = config.endpoint.parse()?;
     let metrics = Arc::new(Metrics::default());
     let HostConnection { client, namespace, url: cluster_url, ca_der } = host_client(&config).await?;
-    let host = Host::new(client.clone(), namespace.clone(), metrics.clone());
+    let mut host = Host::new(client.clone(), namespace.clone(), metrics.clone());
+    if config.runs_controller() {
+        host.watch_vms(shutdown.clone());
+    }
     tracing::info!(namespace = %namespace, mode = ?config.mode, "harvester-csi-driver starting");
     let identity = retry_transient("identifying the host cluster", STARTUP_BUDGET, || {
         host.cluster_identity(ca_der.as_deref(), &cluster_url)
@@ -195,9 +198,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         router = router.add_service(csi_proto::NodeServer::new(service));
     }
     if let Some(addr) = config.metrics_address {
+        let listener = crate::metrics::bind(addr).await?;
         let (m, s) = (metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr, m, s).await {
+            if let Err(e) = crate::metrics::serve(listener, m, s).await {
                 tracing::error!(error = %e, "metrics endpoint failed");
             }
         });

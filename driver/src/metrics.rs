@@ -225,21 +225,46 @@ async fn capabilities_handler(State(m): State<Arc<Metrics>>) -> impl IntoRespons
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/capabilities` until shutdown.
-pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
+/// Binds the metrics address. Part of starting up, not of serving: the chart's
+/// liveness probe asks this port's `/healthz`, so a driver that could not bind
+/// it (the port taken on a host-network node) would run on unprobed, or be
+/// probed by whatever holds the port, and restarted minutes later for no
+/// reason it says. It fails at start instead, naming the address.
+pub async fn bind(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding the metrics address {address}: {e}")))
+}
+
+/// Serves `/metrics`, `/healthz` and `/capabilities` on `listener` until shutdown.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_handler))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/capabilities", axum::routing::get(capabilities_handler))
         .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(%address, "serving metrics");
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "serving metrics");
+    }
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_taken_metrics_port_is_an_error_that_names_the_address() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let address = taken.local_addr().expect("its address");
+        let err = bind(address).await.expect_err("the port is taken");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&format!("binding the metrics address {address}")), "{err}");
+    }
 
     #[test]
     fn finished_and_abandoned_rpcs_both_leave_the_in_flight_gauge() {

@@ -791,6 +791,10 @@ async fn waits_retry_transient_watch_errors_but_not_denials() {
             {"verb": "watch", "resource": "virtualmachineinstances", "rate": 1.0, "code": 403}
         ]}))
         .await;
+        // The controller's VM view watches already: a denial only stops it once its
+        // watch ends and cannot start again. Then the publish waits by its own
+        // watch, which is denied.
+        env.sim_request("POST", "/sim/watches/drop", None).await;
         let mut req = tonic::Request::new(csi::ControllerPublishVolumeRequest {
             volume_id: "pvc-denied".into(),
             node_id: "guest-1".into(),
@@ -808,6 +812,62 @@ async fn waits_retry_transient_watch_errors_but_not_denials() {
         env.publish("pvc-denied", "guest-1", rwo_block(), Default::default()).await.expect("publish after the fix");
         for id in ["pvc-flaky", "pvc-denied"] {
             env.unpublish(id, "guest-1").await.expect("unpublish");
+            env.delete(id).await.expect("delete");
+        }
+        env.stop().await;
+    })
+    .await;
+}
+
+/// The driver's own count of `operation` host calls, from its metrics endpoint.
+async fn host_calls(metrics: std::net::SocketAddr, operation: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(metrics).await.expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.expect("request");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.expect("response");
+    let label = format!("operation=\"{operation}\"");
+    text.lines()
+        .filter(|l| l.starts_with("harvester_csi_host_api_requests_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// ControllerPublish reads the few VMs the watch-fed view names instead of
+/// listing every VM and VMI; and a volume just moved away from a VM, which the
+/// view may still show there, is read fresh rather than refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_read_the_vm_view_not_a_listing_of_every_vm() {
+    bounded(90, async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        let env = Env::start(Options::profile("v1.8").arg("--metrics-address").arg(&port.to_string())).await;
+        let ids = ["pvc-view-1", "pvc-view-2", "pvc-view-3"];
+        let mut vols = Vec::new();
+        for id in ids {
+            vols.push(env.create(create_req(id, 16 * MIB, rwo_block(), &[])).await.expect("create"));
+        }
+        // The view syncs at start; once it has, publishes list nothing.
+        let first = env.publish(ids[0], "guest-1", rwo_block(), vols[0].volume_context.clone()).await;
+        first.expect("publish 1");
+        let (vms_before, vmis_before) =
+            (host_calls(port, "list virtualmachines").await, host_calls(port, "list virtualmachineinstances").await);
+        for (id, vol) in ids.iter().zip(&vols).skip(1) {
+            env.publish(id, "guest-1", rwo_block(), vol.volume_context.clone()).await.expect("publish");
+        }
+        let (code, msg) = code_of(env.publish(ids[1], "guest-2", rwo_block(), vols[1].volume_context.clone()).await);
+        assert_eq!(code, Code::FailedPrecondition, "still on guest-1: {msg}");
+        env.unpublish(ids[1], "guest-1").await.expect("unpublish");
+        env.publish(ids[1], "guest-2", rwo_block(), vols[1].volume_context.clone()).await.expect("moved at once");
+        assert_eq!(
+            (host_calls(port, "list virtualmachines").await, host_calls(port, "list virtualmachineinstances").await),
+            (vms_before, vmis_before),
+            "publishes listed VMs or VMIs"
+        );
+        assert!(host_calls(port, "get virtualmachine").await > 0, "the candidates are read fresh");
+        for id in ids {
+            for vm in ["guest-1", "guest-2"] {
+                env.unpublish(id, vm).await.expect("unpublish");
+            }
             env.delete(id).await.expect("delete");
         }
         env.stop().await;

@@ -98,6 +98,14 @@ async fn node_unpublish(env: &Env, id: &str, target: &Path) -> Result<(), tonic:
         .map(|_| ())
 }
 
+/// The end of a lifecycle test on guest-1: unstage, detach, delete, stop.
+async fn tear_down(env: Env, id: &str, staging: &Path) {
+    unstage(&env, id, staging).await.expect("NodeUnstage");
+    env.unpublish(id, "guest-1").await.expect("ControllerUnpublish");
+    env.delete(id).await.expect("DeleteVolume");
+    env.stop().await;
+}
+
 /// (bytes total, bytes used, inodes total, inodes used) — inodes 0 when not reported.
 async fn stats(env: &Env, id: &str, path: &Path) -> (i64, i64, i64, i64) {
     let r = env
@@ -384,10 +392,7 @@ async fn ext4_stage_publish_stats_and_restage_keeps_data() {
         assert_eq!(std::fs::read(target.join("hello.txt")).expect("file after growth"), b"still here");
 
         node_unpublish(&env, &p.id, &target).await.expect("NodeUnpublish");
-        unstage(&env, &p.id, &staging).await.expect("NodeUnstage");
-        env.unpublish(&p.id, "guest-1").await.expect("ControllerUnpublish");
-        env.delete(&p.id).await.expect("DeleteVolume");
-        env.stop().await;
+        tear_down(env, &p.id, &staging).await;
     })
     .await;
 }
@@ -417,10 +422,7 @@ async fn xfs_grows_online_after_controller_expansion() {
         assert_eq!(std::fs::read(target.join("data")).expect("read"), b"xfs data");
 
         node_unpublish(&env, &p.id, &target).await.expect("NodeUnpublish");
-        unstage(&env, &p.id, &staging).await.expect("NodeUnstage");
-        env.unpublish(&p.id, "guest-1").await.expect("ControllerUnpublish");
-        env.delete(&p.id).await.expect("DeleteVolume");
-        env.stop().await;
+        tear_down(env, &p.id, &staging).await;
     })
     .await;
 }
@@ -502,10 +504,7 @@ async fn block_volume_is_bind_mounted_onto_a_file() {
         node_unpublish(&env, &p.id, &target).await.expect("NodeUnpublish");
         assert!(!target.exists(), "target file removed");
         node_unpublish(&env, &p.id, &target).await.expect("NodeUnpublish again");
-        unstage(&env, &p.id, &staging).await.expect("NodeUnstage");
-        env.unpublish(&p.id, "guest-1").await.expect("ControllerUnpublish");
-        env.delete(&p.id).await.expect("DeleteVolume");
-        env.stop().await;
+        tear_down(env, &p.id, &staging).await;
     })
     .await;
 }

@@ -35,10 +35,16 @@ impl ControllerService {
         let (id, vm) = (req.volume_id.clone(), req.node_id.clone());
         // A publish bound to be refused must not take the volume's guard: the detach it waits
         // for would be ABORTED, and with both retried in step (one attacher, same backoff) the
-        // detach could lose every time. Checked again under the guard below.
-        if !shape.shared {
-            self.refuse_if_attached_elsewhere(&id, &vm, &self.host.attachments(&id).await?)?;
-        }
+        // detach could lose every time. Checked again under the guard below, on this same look
+        // if no other operation on the volume ran since (it alone hot-plugs), else a fresh one.
+        let early_look = if shape.shared {
+            None
+        } else {
+            let quiet = self.locks.quiet(&id);
+            let (attachments, vm_obj) = self.host.attachments_and_vm(&id, &vm).await?;
+            self.refuse_if_attached_elsewhere(&id, &vm, &attachments)?;
+            quiet.map(|q| (q, attachments, vm_obj))
+        };
         // Publishes of one RWX volume to several VMs all ask for the same export: they
         // share the volume (and exclude an unpublish that might disable it).
         let _guard = if shape.shared { self.locks.try_lock_shared(&id)? } else { self.locks.try_lock(&id)? };
@@ -68,7 +74,10 @@ impl ControllerService {
 
         // One listing answers everything below: does the VM exist, who holds the volume, and
         // how many disks the VM already has (each host call is one more chance to fail).
-        let (attachments, vm_obj) = self.host.attachments_and_vm(&id, &vm).await?;
+        let (attachments, vm_obj) = match early_look {
+            Some((quiet, attachments, vm_obj)) if self.locks.still_quiet(&quiet) => (attachments, vm_obj),
+            _ => self.host.attachments_and_vm(&id, &vm).await?,
+        };
         let vm_obj = vm_obj.ok_or_else(no_vm)?;
         self.refuse_unless_running(&id, &vm, &vm_obj)?;
         self.refuse_if_attached_elsewhere(&id, &vm, &attachments)?;
@@ -201,15 +210,18 @@ impl ControllerService {
                 return Ok(csi::ControllerUnpublishVolumeResponse {});
             }
         }
-        // A missing host PVC still gets removed from VMs that list it (#3272).
-        let targets: Vec<String> = self
-            .host
-            .attachments(&id)
-            .await?
-            .into_iter()
-            .filter(|a| req.node_id.is_empty() || a.vm == req.node_id)
-            .map(|a| a.vm)
-            .collect();
+        // A missing host PVC still gets removed from VMs that list it (#3272). One
+        // named VM is read alone; without one, every VM that holds the volume.
+        let targets: Vec<String> = if req.node_id.is_empty() {
+            self.host.attachments(&id).await?.into_iter().map(|a| a.vm).collect()
+        } else {
+            let here = self.host.attachment(&req.node_id, &id).await?;
+            if here.is_present() {
+                vec![here.vm]
+            } else {
+                Vec::new()
+            }
+        };
         for vm in &targets {
             let _turn = self.vm_queues.enter(vm).await;
             self.host.unplug(vm, &id).await?;

@@ -75,12 +75,20 @@ pub struct Host {
     pub features: Arc<Features>,
     /// Set on the copy used by capability probes: their denials are the answer, not news.
     probing: bool,
+    /// The controller's watch-fed view of the VMs and VMIs (kubevirt/view.rs).
+    vm_view: Option<Arc<kubevirt::VmView>>,
 }
 
 impl Host {
     pub fn new(client: kube::Client, namespace: String, metrics: Arc<Metrics>) -> Self {
         let features = Arc::new(Features::default());
-        Self { client, namespace, metrics, features, probing: false }
+        Self { client, namespace, metrics, features, probing: false, vm_view: None }
+    }
+
+    /// Publishes look volumes up in a watch-fed view of the VMs and VMIs from now
+    /// on, instead of listing them (the controller; a node plugin never publishes).
+    pub fn watch_vms(&mut self, shutdown: tokio_util::sync::CancellationToken) {
+        self.vm_view = Some(kubevirt::VmView::start(self.vms(), self.vmis(), shutdown));
     }
 
     /// Runs one host call: records latency, maps the error, and asks for a

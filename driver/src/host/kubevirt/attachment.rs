@@ -73,16 +73,7 @@ pub fn attachments_by_volume(vms: &[Vm], vmis: &[Vmi]) -> BTreeMap<String, Vec<A
     for name in names {
         let vm = vms.iter().find(|v| v.name() == name);
         let vmi = vmis.iter().find(|v| v.name() == name);
-        let mut volumes: BTreeSet<&str> = BTreeSet::new();
-        if let Some(vm) = vm {
-            volumes.extend(vm.template_volumes().iter().map(|v| v.host_pvc()));
-            volumes.extend(vm.requested_volumes());
-        }
-        if let Some(vmi) = vmi {
-            volumes.extend(vmi.volumes().iter().map(|v| v.host_pvc()));
-            volumes.extend(vmi.volume_statuses().iter().map(VolumeStatus::host_pvc));
-        }
-        for volume in volumes.into_iter().filter(|v| !v.is_empty()) {
+        for volume in volumes_named(vm, vmi) {
             let a = attachment_in(name, vm, vmi, volume);
             if a.is_present() {
                 map.entry(volume.to_string()).or_default().push(a);
@@ -90,6 +81,22 @@ pub fn attachments_by_volume(vms: &[Vm], vmis: &[Vmi]) -> BTreeMap<String, Vec<A
         }
     }
     map
+}
+
+/// Every host PVC a VM and its VMI mention: template, pending requests, VMI spec
+/// and volume status.
+pub fn volumes_named<'a>(vm: Option<&'a Vm>, vmi: Option<&'a Vmi>) -> BTreeSet<&'a str> {
+    let mut volumes: BTreeSet<&str> = BTreeSet::new();
+    if let Some(vm) = vm {
+        volumes.extend(vm.template_volumes().iter().map(|v| v.host_pvc()));
+        volumes.extend(vm.requested_volumes());
+    }
+    if let Some(vmi) = vmi {
+        volumes.extend(vmi.volumes().iter().map(|v| v.host_pvc()));
+        volumes.extend(vmi.volume_statuses().iter().map(VolumeStatus::host_pvc));
+    }
+    volumes.remove("");
+    volumes
 }
 
 #[cfg(test)]

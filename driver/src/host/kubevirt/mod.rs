@@ -4,6 +4,7 @@
 
 mod attachment;
 mod objects;
+mod view;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 
 pub use attachment::{attachment_in, attachments_by_volume, Attachment};
 pub use objects::{Disk, Vm, Vmi, Volume, VolumeStatus};
+pub use view::{VmView, Waited};
 
 use super::shape::typed;
 use super::{wait_typed, Host, HotplugMode};
@@ -72,8 +74,13 @@ impl Host {
 
     /// The volume as seen from one VM.
     pub async fn attachment(&self, vm: &str, volume: &str) -> Result<Attachment> {
+        Ok(self.attachment_and_vm(vm, volume).await?.0)
+    }
+
+    /// The volume as seen from one VM, and the VM (fresh reads).
+    async fn attachment_and_vm(&self, vm: &str, volume: &str) -> Result<(Attachment, Option<Vm>)> {
         let (vm_obj, vmi_obj) = tokio::try_join!(self.get_vm(vm), self.get_vmi(vm))?;
-        Ok(attachment_in(vm, vm_obj.as_ref(), vmi_obj.as_ref(), volume))
+        Ok((attachment_in(vm, vm_obj.as_ref(), vmi_obj.as_ref(), volume), vm_obj))
     }
 
     /// Every VM of this namespace that lists the volume anywhere (spec, pending request, VMI, volumeStatus).
@@ -88,8 +95,21 @@ impl Host {
         Ok(attachments_by_volume(&vms, &vmis))
     }
 
-    /// From one listing: `volume`'s attachments, and the VM `vm` (if it exists).
+    /// `volume`'s attachments, and the VM `vm` (if it exists). With the
+    /// controller's view synced, read fresh: `vm` and the few VMs the view says
+    /// may hold the volume (two GETs each, whatever the number of VMs); else
+    /// from one listing of every VM and VMI.
     pub async fn attachments_and_vm(&self, volume: &str, vm: &str) -> Result<(Vec<Attachment>, Option<Vm>)> {
+        if let Some(candidates) = self.vm_view.as_ref().and_then(|v| v.candidates(volume, vm)) {
+            let (here, elsewhere) = tokio::try_join!(
+                self.attachment_and_vm(vm, volume),
+                futures::future::try_join_all(candidates.iter().map(|c| self.attachment_and_vm(c, volume)))
+            )?;
+            let (here, vm_obj) = here;
+            let found =
+                elsewhere.into_iter().map(|(a, _)| a).chain(std::iter::once(here)).filter(Attachment::is_present);
+            return Ok((found.collect(), vm_obj));
+        }
         let (vms, vmis) = tokio::try_join!(self.list_vms(), self.list_vmis())?;
         let vm_obj = vms.iter().find(|v| v.name() == vm).cloned();
         Ok((attachments_by_volume(&vms, &vmis).remove(volume).unwrap_or_default(), vm_obj))
@@ -112,6 +132,11 @@ impl Host {
 
     /// Hot-plugs `volume` (the host PVC of the same name) into `vm`, persistently.
     pub async fn hotplug(&self, vm: &str, volume: &str, disk: &DiskSpec) -> Result<()> {
+        // Before the request: a reply lost on the way still leaves the volume
+        // counted as attached here.
+        if let Some(view) = &self.vm_view {
+            view.note_plugging(volume, vm);
+        }
         match self.features.hotplug() {
             HotplugMode::Declarative => self.patch_vm_volumes(vm, volume, Some(disk)).await,
             HotplugMode::Legacy => {
@@ -242,10 +267,18 @@ impl Host {
     /// Watches the VMI until the volume is `Ready` with a target, or the deadline passes.
     pub async fn wait_attached(&self, vm: &str, volume: &str, deadline: Instant) -> Result<Attachment> {
         let what = format!("volume {volume} to become Ready in VM {vm}");
-        wait_typed(self.vmis(), vm, deadline, &what, vmi_of, |o| {
-            o.is_some_and(|vmi| attachment_in(vm, None, Some(vmi), volume).is_ready())
-        })
-        .await?;
+        let ready = |o: Option<&Vmi>| o.is_some_and(|vmi| attachment_in(vm, None, Some(vmi), volume).is_ready());
+        let waited = match &self.vm_view {
+            Some(view) => view.wait_vmi(vm, deadline, ready).await,
+            None => Waited::Unusable,
+        };
+        match waited {
+            Waited::Done => {}
+            Waited::TimedOut => return Err(Error::DeadlineExceeded(format!("timed out waiting for {what}"))),
+            Waited::Unusable => {
+                wait_typed(self.vmis(), vm, deadline, &what, vmi_of, ready).await?;
+            }
+        }
         let att = self.attachment(vm, volume).await?;
         if !att.is_ready() {
             return Err(Error::Aborted(format!("volume {volume} changed state in VM {vm} while attaching; retry")));
@@ -264,6 +297,9 @@ impl Host {
             o.is_none_or(|v| !attachment_in(vm, None, Some(v), volume).is_present())
         })
         .await?;
+        if let Some(view) = &self.vm_view {
+            view.note_detached(volume, vm);
+        }
         Ok(())
     }
 }
