@@ -67,6 +67,10 @@ pub struct Env {
     pub double_attached: Mutex<Vec<String>>,
     /// Disks seen in the spec of a VM that must get none (`neverPluggedInto`).
     pub plugged_while_down: Mutex<Vec<String>>,
+    /// Counts the guest API's changes, where the runner can see them (the embedded
+    /// backend's in-process guest API): the emulated components wake on them
+    /// instead of only polling.
+    pub guest_changes: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Env {

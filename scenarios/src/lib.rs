@@ -16,6 +16,7 @@ pub mod quantity;
 pub mod report;
 pub mod runner;
 pub mod steps;
+pub mod work_dir;
 
 /// Why a scenario (or a step) failed, in words for the report.
 #[derive(Debug, Clone, thiserror::Error)]

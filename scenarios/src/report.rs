@@ -68,7 +68,9 @@ pub fn summary(results: &[ScenarioResult]) -> String {
             r.seconds
         ));
         if let Some(e) = &r.error {
-            out.push_str(&format!("{:width$}  └ {e}\n", ""));
+            // Lines after the first (a diagnosis, a log tail) stay under the first.
+            let indent = format!("\n{:width$}    ", "");
+            out.push_str(&format!("{:width$}  └ {}\n", "", e.trim_end().replace('\n', &indent)));
         }
     }
     let passed = results.iter().filter(|r| r.passed).count();
@@ -114,4 +116,34 @@ pub fn write_report(dir: &Path, results: &[ScenarioResult]) -> std::io::Result<(
         std::fs::write(dir.join(format!("{safe}.json")), serde_json::to_vec_pretty(r).unwrap_or_default())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_of_several_lines_stays_under_its_scenario() {
+        let result = |name: &str, error: Option<&str>| ScenarioResult {
+            name: name.into(),
+            file: format!("{name}.yaml"),
+            passed: error.is_none(),
+            error: error.map(String::from),
+            seconds: 1.5,
+            steps: Vec::new(),
+            timeline: Vec::new(),
+        };
+        let text = summary(&[
+            result("first", None),
+            result("second", Some("not ready within 120s\nnode plugin on guest-1: pod p Pending\n")),
+        ]);
+        let want = "\n\
+            scenario  result      time\n\
+            first     pass        1.5s\n\
+            second    FAIL        1.5s\n\
+            \x20         └ not ready within 120s\n\
+            \x20           node plugin on guest-1: pod p Pending\n\
+            \n1 passed, 1 failed\n";
+        assert_eq!(text, want);
+    }
 }

@@ -140,10 +140,7 @@ pub async fn run_one<B: Backend>(
 
 /// How many scenarios run side by side when `--jobs` is not given: they mostly
 /// wait (on hotplug latencies, processes starting, the kubelet's loop), so
-/// two per core keep the machine busy without stretching the few cases whose
-/// bounds are tight on purpose (skew-10217 wants each pod Running within 2 s of
-/// the one before: no kubelet back-off); at four per core on a loaded 2-core
-/// machine that case missed its bound 1 run in 3.
+/// two per core keep the machine busy without stretching the whole run.
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()) * 2
 }
@@ -219,14 +216,7 @@ fn start_order(files: &[(PathBuf, Scenario)]) -> Vec<usize> {
 /// mounted leaves that mount, `remove_dir_all` then stops at it and the next
 /// simulator would restore the old run's state from what is left.
 fn clear_work(work: &Path) -> Result<(), String> {
-    let prefix = format!("{}/", work.display());
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(crate::cluster::node::unescape_mount_path)
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
+    let mut mounts = crate::work_dir::mounts_below(work);
     // Deepest first; lazily, so a mount still busy for a moment goes anyway.
     mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
     for m in &mounts {
@@ -242,11 +232,8 @@ fn clear_work(work: &Path) -> Result<(), String> {
             Err(e) => return Err(format!("unmounting {m} (left by an earlier run): umount: {e}")),
         }
     }
-    match std::fs::remove_dir_all(work) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {} (an earlier run's work directory): {e}", work.display())),
-    }
+    crate::work_dir::remove(work)
+        .map_err(|e| format!("removing {} (an earlier run's work directory): {e}", work.display()))
 }
 
 #[cfg(test)]

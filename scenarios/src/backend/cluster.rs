@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass, VolumeAttachment};
-use kube::api::{Api, AttachParams, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, AttachParams, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+pub use super::driver_pods::NAMESPACE;
+use super::driver_pods::{all_ready, driver_pods, pod_on, ready_except};
+use super::pod_diagnosis;
 use super::simulator::{self, Simulator};
 use super::{Backend, Cluster, DataTarget};
 use crate::cluster::images::BUSYBOX;
@@ -29,8 +32,7 @@ fn fail(msg: impl Into<String>) -> Failure {
     Failure(msg.into())
 }
 
-/// The namespace and release the chart is installed as, per scenario.
-pub const NAMESPACE: &str = "hcsi-system";
+/// The release the chart is installed as, per scenario (in [`NAMESPACE`]).
 const RELEASE: &str = "hcsi";
 const CLOUD_CONFIG_SECRET: &str = "harvester-cloud-config";
 /// The Secret's key, the chart's `cloudConfig.fileName` (default).
@@ -230,18 +232,6 @@ fn container_ready(pod: &Pod, container: &str) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.name == container && c.ready))
 }
 
-fn all_ready(pod: &Pod) -> bool {
-    ready_except(pod, &[])
-}
-
-/// Every container of the pod is ready, but for those named in `except`.
-fn ready_except(pod: &Pod, except: &[&str]) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready || except.contains(&c.name.as_str())))
-}
-
 /// Whether the scenario takes, restores or lists snapshots (a snapshot step, or a
 /// VolumeSnapshot or snapshot data source in what it applies).
 fn uses_snapshots(scenario: &Scenario) -> bool {
@@ -252,14 +242,6 @@ fn uses_snapshots(scenario: &Scenario) -> bool {
             crate::model::Step::Apply(objects) => objects.iter().any(mentions),
             _ => false,
         })
-}
-
-async fn driver_pods(guest: &kube::Client, component: &str) -> Vec<Pod> {
-    let api: Api<Pod> = Api::namespaced(guest.clone(), NAMESPACE);
-    api.list(&ListParams::default().labels(&format!("app.kubernetes.io/component={component}")))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
 }
 
 /// Registered with the kubelet: the node's CSINode lists the driver.
@@ -362,6 +344,7 @@ impl Backend for ClusterBackend {
             in_flight: Default::default(),
             double_attached: Mutex::new(Vec::new()),
             plugged_while_down: Mutex::new(Vec::new()),
+            guest_changes: None,
         });
         let run = ClusterRun {
             work: work.to_path_buf(),
@@ -388,6 +371,7 @@ impl Backend for ClusterBackend {
         // kubelet restarts it in a loop, as it would in such a deployment. A
         // scenario that takes no snapshots does not wait for it.
         let not_waited: &[&str] = if uses_snapshots(scenario) { &[] } else { &["csi-snapshotter"] };
+        let local_state = run.local.as_ref().map(|l| l.state_dir.clone());
         let ready = eventually(
             "the driver (controller and node plugins ready, registered with each kubelet)",
             Duration::from_secs(120),
@@ -400,10 +384,7 @@ impl Backend for ClusterBackend {
                     }
                     let node_pods = driver_pods(&g, "node").await;
                     for n in &nodes {
-                        let on_node = node_pods
-                            .iter()
-                            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(n.as_str()));
-                        if !on_node.is_some_and(all_ready) {
+                        if !pod_on(&node_pods, n).is_some_and(all_ready) {
                             return Some(format!("node plugin on {n} not ready"));
                         }
                         if !registered(&g, n).await {
@@ -415,7 +396,12 @@ impl Backend for ClusterBackend {
             },
         )
         .await;
-        if let Err(e) = ready {
+        if let Err(mut e) = ready {
+            // Why, said once the wait is over (CI output is often all there is).
+            e.0.push_str(
+                &pod_diagnosis::driver_not_ready(&run.env.guest, &run.plugin_nodes, not_waited, local_state.as_deref())
+                    .await,
+            );
             // What the scenario installed goes (and the driver's logs are saved):
             // a release left behind would turn the next scenario's install into
             // an upgrade of this one.

@@ -76,7 +76,7 @@ impl Backend for Embedded {
     async fn start(&self, scenario: &Scenario, work: &Path) -> Result<EmbeddedCluster, Failure> {
         std::fs::create_dir_all(work).map_err(|e| fail(format!("{}: {e}", work.display())))?;
         // Port 0: the simulator binds a free port itself, race-free when scenarios run side by side.
-        let sim = Simulator::start(&self.sim_bin, scenario, work, "127.0.0.1:0").await?;
+        let mut sim = Simulator::start(&self.sim_bin, scenario, work, "127.0.0.1:0").await?;
         let sim_dir = sim.dir.clone();
         let cloud_config = sim.cloud_config();
         let admin = sim.admin_kubeconfig();
@@ -110,6 +110,14 @@ impl Backend for Embedded {
             None => vec!["guest-1".into(), "guest-2".into(), "guest-3".into()],
         };
         let helper = write_nfs_helper(work, &sim_dir)?;
+        // A node plugin runs in a booted guest: wait for the simulator's VM controller
+        // to have written each VM's identity (its SMBIOS UUID), as a guest boots before
+        // its kubelet starts the plugin. Worlds of many VMs take a moment to get there.
+        for vm in &vms {
+            let identity = sim_dir.join("vms").join(vm).join("root/sys/class/dmi/id/product_uuid");
+            let what = format!("VM {vm} to boot (its identity in {})", identity.display());
+            sim.wait_for(&what, Duration::from_secs(30), || identity.exists()).await?;
+        }
         let mut nodes = BTreeMap::new();
         for vm in &vms {
             let args: Vec<String> = vec![
@@ -140,6 +148,8 @@ impl Backend for Embedded {
         for vm in &vms {
             node_clients.insert(vm.clone(), crate::csi::node_client(&work.join(format!("node-{vm}.sock"))));
         }
+        let stop = CancellationToken::new();
+        let guest_changes = components::count_changes(guest.api.store.subscribe(), stop.clone());
         let env = Arc::new(Env {
             guest: guest_client,
             host,
@@ -154,6 +164,7 @@ impl Backend for Embedded {
             in_flight: Default::default(),
             double_attached: Mutex::new(Vec::new()),
             plugged_while_down: Mutex::new(Vec::new()),
+            guest_changes: Some(guest_changes),
         });
         let driver_object: k8s_openapi::api::storage::v1::CSIDriver =
             serde_json::from_value(crate::deployment::csi_driver()).map_err(|e| fail(e.to_string()))?;
@@ -164,7 +175,6 @@ impl Backend for Embedded {
         for vm in env.nodes.keys() {
             components::registrar::register(&env, vm).await.map_err(fail)?;
         }
-        let stop = CancellationToken::new();
         tokio::spawn(components::provisioner::run(env.clone(), stop.clone()));
         tokio::spawn(components::attacher::run(env.clone(), stop.clone()));
         tokio::spawn(components::kubelet::run(env.clone(), stop.clone()));

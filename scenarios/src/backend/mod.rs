@@ -4,8 +4,10 @@
 //! existing one by kubeconfig). The steps are shared; what differs is here.
 
 pub mod cluster;
+mod driver_pods;
 pub mod embedded;
 mod local_data;
+mod pod_diagnosis;
 pub mod simulator;
 
 use std::future::Future;

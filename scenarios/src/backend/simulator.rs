@@ -150,6 +150,12 @@ impl Simulator {
         self.dir.join("admin.kubeconfig")
     }
 
+    /// Waits for something the simulator makes (a file it writes), failing at once
+    /// with its last log line if it exits meanwhile.
+    pub async fn wait_for(&mut self, what: &str, within: Duration, ok: impl FnMut() -> bool) -> Result<(), Failure> {
+        wait_for(what, within, &mut self.child, &self.log, ok).await
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }

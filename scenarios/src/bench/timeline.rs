@@ -1,6 +1,7 @@
-//! Where a burst's time went: each phase the runner's components timed
-//! (provision, attach, stage, publish), and when each VM got its last pod's
-//! volume published.
+//! Where the time went: for a burst, each phase the runner's components timed
+//! (provision, attach, stage, publish) and when each VM got its last pod's
+//! volume published; for pods started one at a time, the stretch from the pod
+//! to Running cut into those phases and the gaps between them.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +52,64 @@ pub fn summary(phases: &[Phase], from_ms: u128) -> String {
     out
 }
 
+/// One pod started alone: when it was made and when it was seen Running (ms
+/// since the cluster started, as phases are).
+#[derive(Debug, Clone, Copy)]
+pub struct Pod {
+    pub made_ms: u128,
+    pub running_ms: u128,
+}
+
+/// The stretches of a lone pod's start, in order: from the pod to the attach,
+/// each phase, each gap between them, and from the last publish to Running.
+const STRETCHES: [&str; 7] = [
+    "pod made → attach starts",
+    "attach (ControllerPublish)",
+    "attached → stage starts",
+    "stage (NodeStageVolume)",
+    "staged → publish starts",
+    "publish (NodePublishVolume)",
+    "published → pod seen Running",
+];
+
+/// The stretches of one pod, or None when it lacks an attach, stage or publish
+/// between its making and Running (a retried call counts from its last try).
+fn stretches(phases: &[Phase], pod: Pod) -> Option<[u128; 7]> {
+    let within = |name: &str| {
+        phases
+            .iter()
+            .filter(|p| p.name == name && p.ok && p.start_ms >= pod.made_ms && p.start_ms <= pod.running_ms)
+            .max_by_key(|p| p.start_ms)
+    };
+    let (a, s, p) = (within("attach")?, within("stage")?, within("publish")?);
+    let end = |x: &Phase| x.start_ms + x.duration_ms;
+    Some([
+        a.start_ms.saturating_sub(pod.made_ms),
+        a.duration_ms,
+        s.start_ms.saturating_sub(end(a)),
+        s.duration_ms,
+        p.start_ms.saturating_sub(end(s)),
+        p.duration_ms,
+        pod.running_ms.saturating_sub(end(p)),
+    ])
+}
+
+/// Medians of each stretch over the pods started one at a time, as a Markdown table.
+pub fn lone_pods(phases: &[Phase], pods: &[Pod]) -> String {
+    let all: Vec<[u128; 7]> = pods.iter().filter_map(|p| stretches(phases, *p)).collect();
+    if all.is_empty() {
+        return String::new();
+    }
+    let mut out =
+        format!("| stretch (of {} pods started one at a time) | median | max |\n|---|---:|---:|\n", all.len());
+    for (i, label) in STRETCHES.iter().enumerate() {
+        let mut v: Vec<u128> = all.iter().map(|s| s[i]).collect();
+        v.sort_unstable();
+        out.push_str(&format!("| {label} | {} ms | {} ms |\n", v[(v.len() - 1) / 2], v[v.len() - 1]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +132,23 @@ mod tests {
         assert!(s.contains("| attach | 3 | 0 | 600 ms | 700 ms | 700 ms | 0.00 s | 0.80 s |"), "{s}");
         assert!(s.contains("| guest-1 | 1 | 0.61 s |"), "{s}");
         assert!(s.contains("| guest-2 | 1 | 0.92 s |"), "{s}");
+    }
+
+    #[test]
+    fn a_lone_pod_is_cut_into_its_phases_and_the_gaps_between_them() {
+        let phases = [
+            phase("attach", "pv-1@guest-1", 1010, 505),
+            // A failed stage and its retry: the retry is what the pod waited for.
+            Phase { ok: false, ..phase("stage", "pv-1@guest-1", 1520, 3) },
+            phase("stage", "pv-1@guest-1", 1530, 30),
+            phase("publish", "pv-1@guest-1", 1562, 8),
+            // Another pod's phases are not this one's.
+            phase("attach", "pv-2@guest-1", 3000, 500),
+        ];
+        let pod = Pod { made_ms: 1000, running_ms: 1575 };
+        assert_eq!(stretches(&phases, pod), Some([10, 505, 15, 30, 2, 8, 5]));
+        let table = lone_pods(&phases, &[pod, Pod { made_ms: 2000, running_ms: 2100 }]);
+        assert!(table.contains("| stretch (of 1 pods started one at a time) |"), "{table}");
+        assert!(table.contains("| attached → stage starts | 15 ms | 15 ms |"), "{table}");
     }
 }

@@ -27,10 +27,8 @@ pub fn loops_under(devices: &[(String, String)], work: &Path) -> Vec<String> {
 
 /// Of `/proc/self/mountinfo`, the mount points below the run's work directory.
 pub fn mounts_under(mountinfo: &str, work: &Path) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(crate::cluster::node::unescape_mount_path)
+    crate::work_dir::mount_points(mountinfo)
+        .into_iter()
         .filter(|m| is_under(m, work))
         .map(|m| format!("mount {m}"))
         .collect()

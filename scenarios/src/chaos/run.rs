@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::checked::{Checked, LEFTOVER_BOUND};
-use super::{faults_of, generate, leftovers, rules, to_yaml};
+use super::{faults_of, generate, rules, to_yaml};
 use crate::backend::Backend;
 use crate::{model, runner, Failure};
 
@@ -45,15 +45,11 @@ pub fn yaml_of(seed: u64) -> Result<String, Failure> {
 /// Removes what an earlier run of this seed kept, refusing if something is still
 /// mounted there (deleting through a mount would delete what it shows).
 fn fresh_work(work: &Path) -> Result<(), Failure> {
-    let mounted = leftovers::mounts_under(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(), work);
+    let mounted = crate::work_dir::mounts_below(work);
     if !mounted.is_empty() {
         return Err(Failure(format!("{} still has mounts: {}", work.display(), mounted.join(", "))));
     }
-    match std::fs::remove_dir_all(work) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Failure(format!("removing {}: {e}", work.display()))),
-    }
+    crate::work_dir::remove(work).map_err(|e| Failure(format!("removing {}: {e}", work.display())))
 }
 
 async fn run_seed<B: Backend + Sync>(backend: &Checked<B>, seed: u64, opts: &Options) -> SeedResult

@@ -474,24 +474,7 @@ pub fn netns_path(node: &str) -> PathBuf {
 /// Mount points in the mount namespace of `pid` (octal escapes decoded).
 fn mount_points(pid: u32) -> Vec<String> {
     let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-    info.lines().filter_map(|l| l.split_whitespace().nth(4)).map(unescape_mount_path).collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-pub(crate) fn unescape_mount_path(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::work_dir::mount_points(&info)
 }
 
 /// SIGKILL of every process in the node's cgroups (its pods' containers).
@@ -586,14 +569,6 @@ pub async fn wait_ready(client: &kube::Client, nodes: &[String], within: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_paths_with_escaped_characters_are_decoded() {
-        assert_eq!(unescape_mount_path("/var/lib/kubelet/pods/a\\040b"), "/var/lib/kubelet/pods/a b");
-        assert_eq!(unescape_mount_path("/x\\134y\\011"), "/x\\y\t");
-        // A backslash that starts no escape stays.
-        assert_eq!(unescape_mount_path("/x\\9"), "/x\\9");
-    }
 
     #[test]
     fn node_addresses_are_slash_30s_in_the_benchmarking_range_and_never_private() {

@@ -129,11 +129,22 @@ async fn reconcile(env: &Env, vas: &[VolumeAttachment]) {
 }
 
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
+    let mut wakeup = super::Wakeup::new(&env, Duration::from_millis(100));
     let mut backoff = Backoff::default();
+    let mut workers = super::workers::Workers::default();
     let mut reconciled = Instant::now();
     loop {
-        if !super::tick(&stop, Duration::from_millis(100)).await {
+        if !wakeup.next(&stop).await {
             return;
+        }
+        for (key, r) in workers.ended() {
+            match r.and_then(|r| r) {
+                Ok(()) => backoff.succeeded(&key),
+                Err(e) => {
+                    tracing::debug!(attachment = %key, error = %e, "attach/detach (will retry)");
+                    backoff.failed(&key);
+                }
+            }
         }
         if reconciled.elapsed() >= RECONCILE_PERIOD {
             reconciled = Instant::now();
@@ -143,31 +154,20 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
             }
         }
         let Ok(vas) = Api::<VolumeAttachment>::all(env.guest.clone()).list(&Default::default()).await else { continue };
-        let mut work = Vec::new();
         for va in vas.items.into_iter().filter(|v| v.spec.attacher == DRIVER) {
             let key = va.metadata.name.clone().unwrap_or_default();
             let deleting = va.metadata.deletion_timestamp.is_some();
             let attached = va.status.as_ref().is_some_and(|s| s.attached);
-            if (deleting || !attached) && backoff.ready(&key) {
-                work.push((key, deleting, va));
-            }
-        }
-        // Independent volumes are attached concurrently, as the sidecar's workers do.
-        let results = super::concurrently(work, |(key, deleting, va)| {
-            let env = env.clone();
-            async move {
-                let r = if deleting { detach(&env, &va).await } else { attach(&env, &va).await };
-                (key, r)
-            }
-        })
-        .await;
-        for (key, r) in results {
-            match r {
-                Ok(()) => backoff.succeeded(&key),
-                Err(e) => {
-                    tracing::debug!(attachment = %key, error = %e, "attach/detach (will retry)");
-                    backoff.failed(&key);
-                }
+            // Independent volumes are attached concurrently, as the sidecar's workers do.
+            if (deleting || !attached) && backoff.ready(&key) && !workers.busy(&key) {
+                let env = env.clone();
+                workers.start(key, async move {
+                    if deleting {
+                        detach(&env, &va).await
+                    } else {
+                        attach(&env, &va).await
+                    }
+                });
             }
         }
     }

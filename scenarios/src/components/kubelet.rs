@@ -266,9 +266,10 @@ async fn teardown(env: &Env, pod: &Pod, all: &[Pod]) -> Result<(), String> {
 }
 
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
+    let mut wakeup = super::Wakeup::new(&env, Duration::from_millis(100));
     let mut backoff = Backoff::kubelet();
     loop {
-        if !super::tick(&stop, Duration::from_millis(100)).await {
+        if !wakeup.next(&stop).await {
             return;
         }
         let Ok(pods) = Api::<Pod>::all(env.guest.clone()).list(&Default::default()).await else { continue };

@@ -133,10 +133,32 @@ async fn release(env: &Env, pv: &PersistentVolume) -> Result<(), String> {
 }
 
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
+    let mut wakeup = super::Wakeup::new(&env, Duration::from_millis(100));
     let mut backoff = Backoff::default();
+    // The sidecar's worker pool provisions claims concurrently.
+    let mut workers = super::workers::Workers::default();
     loop {
-        if !super::tick(&stop, Duration::from_millis(100)).await {
+        if !wakeup.next(&stop).await {
             return;
+        }
+        for (key, outcome) in workers.ended() {
+            let (pvc, r): (Option<PersistentVolumeClaim>, _) = match outcome {
+                Ok((pvc, r)) => (Some(pvc), r),
+                Err(e) => (None, Err(e)),
+            };
+            match r {
+                Ok(()) => backoff.succeeded(&key),
+                Err(e) => {
+                    backoff.failed(&key);
+                    tracing::debug!(claim = %key, error = %e, "provisioning (will retry)");
+                    if let Some(pvc) = pvc {
+                        let ns = pvc.metadata.namespace.clone().unwrap_or_default();
+                        let name = pvc.metadata.name.clone().unwrap_or_default();
+                        guest_event(&env, "PersistentVolumeClaim", &ns, &name, "Warning", "ProvisioningFailed", &e)
+                            .await;
+                    }
+                }
+            }
         }
         let classes: Vec<StorageClass> =
             match Api::<StorageClass>::all(env.guest.clone()).list(&Default::default()).await {
@@ -146,7 +168,8 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
         let Ok(pvcs) = Api::<PersistentVolumeClaim>::all(env.guest.clone()).list(&Default::default()).await else {
             continue;
         };
-        let mut work = Vec::new();
+        // kube-controller-manager's half of binding: claims that name their PV.
+        super::binder::bind_prebound(&env, &pvcs.items).await;
         for pvc in &pvcs.items {
             let spec = pvc.spec.clone().unwrap_or_default();
             if spec.volume_name.as_deref().is_some_and(|v| !v.is_empty()) || pvc.metadata.deletion_timestamp.is_some() {
@@ -157,31 +180,16 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
                 continue;
             };
             let key = pvc.metadata.uid.clone().unwrap_or_default();
-            if sc.provisioner == DRIVER && backoff.ready(&key) {
-                work.push((key, pvc.clone(), sc.clone()));
-            }
-        }
-        // The sidecar's worker pool provisions claims concurrently.
-        let results = super::concurrently(work, |(key, pvc, sc)| {
-            let env = env.clone();
-            async move {
-                let r = provision(&env, &pvc, &sc).await;
-                (key, pvc, r)
-            }
-        })
-        .await;
-        for (key, pvc, r) in results {
-            match r {
-                Ok(()) => backoff.succeeded(&key),
-                Err(e) => {
-                    backoff.failed(&key);
-                    let ns = pvc.metadata.namespace.clone().unwrap_or_default();
-                    let name = pvc.metadata.name.clone().unwrap_or_default();
-                    guest_event(&env, "PersistentVolumeClaim", &ns, &name, "Warning", "ProvisioningFailed", &e).await;
-                }
+            if sc.provisioner == DRIVER && backoff.ready(&key) && !workers.busy(&key) {
+                let (env, pvc, sc) = (env.clone(), pvc.clone(), sc.clone());
+                workers.start(key, async move {
+                    let r = provision(&env, &pvc, &sc).await;
+                    (pvc, r)
+                });
             }
         }
         let Ok(pvs) = env.pvs().list(&Default::default()).await else { continue };
+        super::binder::mark_available(&env, &pvs.items).await;
         for pv in &pvs.items {
             let spec = pv.spec.clone().unwrap_or_default();
             if spec.csi.as_ref().map(|c| c.driver.as_str()) != Some(DRIVER)
@@ -190,6 +198,11 @@ pub async fn run(env: Arc<Env>, stop: CancellationToken) {
                 continue;
             }
             let Some(claim) = spec.claim_ref else { continue };
+            // No uid: pre-bound to a claim not made yet (a restore); kube-controller-manager
+            // keeps such a PV Available for it, it is not released.
+            if claim.uid.as_deref().is_none_or(str::is_empty) {
+                continue;
+            }
             let bound = pvcs.items.iter().any(|c| c.metadata.uid == claim.uid);
             let key = format!("pv/{}", pv.metadata.name.clone().unwrap_or_default());
             if bound || !backoff.ready(&key) {

@@ -80,9 +80,10 @@ async fn expand(env: &Env, pvc: &PersistentVolumeClaim, want: u64) -> Result<(),
 }
 
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
+    let mut wakeup = super::Wakeup::new(&env, Duration::from_millis(150));
     let mut backoff = Backoff::default();
     loop {
-        if !super::tick(&stop, Duration::from_millis(150)).await {
+        if !wakeup.next(&stop).await {
             return;
         }
         let Ok(pvcs) = Api::<PersistentVolumeClaim>::all(env.guest.clone()).list(&Default::default()).await else {

@@ -121,10 +121,11 @@ async fn take(env: &Env, vs: &DynamicObject) -> Result<(), String> {
 }
 
 pub async fn run(env: Arc<Env>, stop: CancellationToken) {
+    let mut wakeup = super::Wakeup::new(&env, Duration::from_millis(150));
     let mut backoff = Backoff::default();
     let all = Api::<DynamicObject>::all_with(env.guest.clone(), &resource("VolumeSnapshot", "volumesnapshots"));
     loop {
-        if !super::tick(&stop, Duration::from_millis(150)).await {
+        if !wakeup.next(&stop).await {
             return;
         }
         let Ok(list) = all.list(&Default::default()).await else { continue };

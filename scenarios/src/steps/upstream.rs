@@ -15,8 +15,10 @@
 //!   the volume, handle = volume, `fsType` from the class (`ext4`, its chart's default),
 //!   volume attributes = the StorageClass parameters but the provisioner's own
 //!   `csi.storage.k8s.io/*` keys, capacity = the size asked (not rounded), no node
-//!   affinity. The claim is created already naming its PV (the
-//!   guest API gives it a fresh uid; the PV keeps its old name, as after a restore).
+//!   affinity. Made as a restore (Velero) makes them: the PV first, its claimRef
+//!   naming the claim without a uid, then the claim naming its PV (the guest API gives
+//!   it a fresh uid); the persistent-volume controller binds them, and seeding waits
+//!   for that.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +26,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use serde_json::{json, Value};
 
 use crate::backend::Cluster;
+use crate::components::binder::BIND_COMPLETED;
 use crate::env::DRIVER;
 use crate::model::{self, UpstreamVolume};
 
@@ -36,6 +39,9 @@ use super::{eventually, fail, Result};
 const ALIGN: u64 = 2 << 20;
 const FSTYPE_KEY: &str = "csi.storage.k8s.io/fstype";
 const MIN_SIZE: u64 = 10 << 20;
+/// kube-controller-manager binds a claim whose PV it has seen at once; a binding that
+/// loses a race waits for its resync (15 s).
+const BIND_WITHIN: Duration = Duration::from_secs(45);
 
 /// Makes every upstream volume, in order.
 pub async fn seed<C: Cluster>(c: &C, volumes: &[UpstreamVolume]) -> Result<()> {
@@ -127,7 +133,35 @@ async fn seed_one<C: Cluster>(c: &C, v: &UpstreamVolume) -> Result<()> {
             .insert(data.remember.clone(), format!("{checksum}:{}", data.random_bytes));
     }
 
-    // The guest claim, bound to the PV upstream's provisioner made.
+    // The guest side as a restore (Velero's) leaves it: the PV first, its claimRef naming
+    // the claim without a uid, then the claim naming the PV; the persistent-volume
+    // controller binds them. Writing the bound state here instead would race it: a claim
+    // marked bound-completed whose PV its cache has not seen yet is marked Lost for good,
+    // and a claim without that mark is taken as unbound by the scheduler.
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": v.volume, "annotations": {"pv.kubernetes.io/provisioned-by": DRIVER}},
+        "spec": {
+            "capacity": {"storage": size.to_string()},
+            "accessModes": [v.access_mode],
+            "volumeMode": v.volume_mode,
+            "persistentVolumeReclaimPolicy": class.reclaim_policy.clone().unwrap_or_else(|| "Delete".into()),
+            "storageClassName": v.storage_class,
+            "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": v.namespace, "name": v.claim},
+            "csi": {"driver": DRIVER, "volumeHandle": v.volume, "fsType": if v.block() { Value::Null } else { json!(fs_type) },
+                    "volumeAttributes": params},
+        },
+    }))
+    .map_err(|e| fail(e.to_string()))?;
+    env.pvs().create(&PostParams::default(), &pv).await.map_err(|e| fail(format!("creating the guest PV: {e}")))?;
+    // Once the controller has looked at the PV it does not write it again until the claim
+    // comes; before that, its own phase update races its binding, which then loses and
+    // waits for the resync.
+    eventually(BIND_WITHIN, "the guest PV to be Available", || async {
+        let pv = env.pvs().get(&v.volume).await.map_err(|e| fail(e.to_string()))?;
+        let phase = pv.status.and_then(|s| s.phase).unwrap_or_default();
+        Ok((phase != "Available").then(|| format!("phase {phase:?}")))
+    })
+    .await?;
     let claim: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": v.claim, "namespace": v.namespace},
         "spec": {
@@ -137,37 +171,14 @@ async fn seed_one<C: Cluster>(c: &C, v: &UpstreamVolume) -> Result<()> {
     }))
     .map_err(|e| fail(e.to_string()))?;
     let claims = env.pvcs(&v.namespace);
-    let claim = claims
-        .create(&PostParams::default(), &claim)
-        .await
-        .map_err(|e| fail(format!("creating the guest claim: {e}")))?;
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "metadata": {"name": v.volume, "annotations": {"pv.kubernetes.io/provisioned-by": DRIVER}},
-        "spec": {
-            "capacity": {"storage": size.to_string()},
-            "accessModes": [v.access_mode],
-            "volumeMode": v.volume_mode,
-            "persistentVolumeReclaimPolicy": class.reclaim_policy.clone().unwrap_or_else(|| "Delete".into()),
-            "storageClassName": v.storage_class,
-            "claimRef": {"kind": "PersistentVolumeClaim", "namespace": v.namespace, "name": v.claim, "uid": claim.metadata.uid},
-            "csi": {"driver": DRIVER, "volumeHandle": v.volume, "fsType": if v.block() { Value::Null } else { json!(fs_type) },
-                    "volumeAttributes": params},
-        },
-    }))
-    .map_err(|e| fail(e.to_string()))?;
-    env.pvs().create(&PostParams::default(), &pv).await.map_err(|e| fail(format!("creating the guest PV: {e}")))?;
-    env.pvs()
-        .patch_status(&v.volume, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Bound"}})))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    claims
-        .patch_status(
-            &v.claim,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Bound", "accessModes": [v.access_mode], "capacity": {"storage": size.to_string()}}})),
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    claims.create(&PostParams::default(), &claim).await.map_err(|e| fail(format!("creating the guest claim: {e}")))?;
+    eventually(BIND_WITHIN, "the guest claim to be bound to its PV", || async {
+        let c = claims.get(&v.claim).await.map_err(|e| fail(e.to_string()))?;
+        let phase = c.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
+        let completed = c.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(BIND_COMPLETED));
+        Ok((phase != "Bound" || !completed).then(|| format!("phase {phase}, bind-completed {completed}")))
+    })
+    .await?;
     Ok(())
 }
 
