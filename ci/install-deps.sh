@@ -3,7 +3,7 @@
 set -euo pipefail
 
 need_apt=()
-for tool in mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs losetup:util-linux blkid:util-linux findmnt:util-linux jq:jq; do
+for tool in mkfs.ext4:e2fsprogs mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs losetup:util-linux blkid:util-linux findmnt:util-linux jq:jq python3:python3; do
   bin=${tool%%:*}; pkg=${tool##*:}
   if ! command -v "$bin" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$bin" ] && ! [ -x "/sbin/$bin" ]; then
     need_apt+=("$pkg")

@@ -141,7 +141,10 @@ def sccs(nodes, edges):
 
 
 def main():
-    src = sys.argv[1]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if len(args) != 1 or not os.path.isdir(args[0]):
+        sys.exit("usage: ci/module-cycles.py CRATE_SRC_DIR [--edges] [--files]")
+    src = args[0]
     show_edges = "--edges" in sys.argv[2:]
     show_files = "--files" in sys.argv[2:]
     files = {}
