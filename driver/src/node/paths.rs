@@ -47,6 +47,14 @@ impl KubeletRoot {
         if !under(&self.given, path) && !under(&self.resolved, path) {
             return Err(invalid(format!("is outside the kubelet root {}", self.given.display())));
         }
+        // Without its root every path would resolve through an ancestor of the root
+        // and look like an escape; the cause is the configuration, so say so.
+        if std::fs::symlink_metadata(&self.resolved).is_err() {
+            return Err(Error::FailedPrecondition(format!(
+                "the kubelet root {} does not exist on this node: --kubelet-root must name the kubelet's root directory",
+                self.given.display()
+            )));
+        }
         // The parent is resolved, not the path: a stale mount at the path itself would
         // make a stat hang or fail, and unpublishing it must still be possible.
         if let Some(parent) = existing_ancestor(path.parent().unwrap_or(path)) {
@@ -82,18 +90,40 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
+    /// The rules on paths spelled under a kubelet root that exists (a temporary
+    /// one: the machine's own /var/lib/kubelet may or may not be there).
     #[rstest]
-    #[case("/var/lib/kubelet/pods/x/volumes/kubernetes.io~csi/pv/mount", true)]
-    #[case("/var/lib/kubelet", false)]
-    #[case("/var/lib/kubelet-other/x", false)]
-    #[case("/etc/passwd", false)]
-    #[case("relative/path", false)]
-    #[case("/var/lib/kubelet/../../etc", false)]
+    #[case("/pods/x/volumes/kubernetes.io~csi/pv/mount", true)]
     #[case("", false)]
-    #[case("/var/lib/kubelet/pods/x\0y/mount", false)]
-    fn lexical_rules(#[case] p: &str, #[case] ok: bool) {
-        let root = KubeletRoot::new("/var/lib/kubelet");
-        assert_eq!(root.check("target path", p).is_ok(), ok, "{p}");
+    #[case("-other/x", false)]
+    #[case("/../../etc", false)]
+    #[case("/pods/x\0y/mount", false)]
+    fn lexical_rules_under_the_root(#[case] suffix: &str, #[case] ok: bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubelet = dir.path().join("kubelet");
+        std::fs::create_dir(&kubelet).expect("kubelet root");
+        let root = KubeletRoot::new(&kubelet);
+        let p = format!("{}{suffix}", kubelet.display());
+        assert_eq!(root.check("target path", &p).is_ok(), ok, "{p:?}");
+    }
+
+    #[rstest]
+    #[case("/etc/passwd")]
+    #[case("relative/path")]
+    #[case("")]
+    fn paths_outside_any_root_are_refused(#[case] p: &str) {
+        let err = KubeletRoot::new("/var/lib/kubelet").check("target path", p).expect_err(p);
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+
+    #[test]
+    fn a_missing_kubelet_root_is_named_as_the_configuration_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubelet = dir.path().join("not-there");
+        let root = KubeletRoot::new(&kubelet);
+        let err = root.check("target path", &kubelet.join("pods/x/mount").display().to_string()).expect_err("no root");
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+        assert!(err.to_string().contains("--kubelet-root"), "{err}");
     }
 
     #[test]
