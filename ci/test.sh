@@ -85,11 +85,11 @@ echo "== randomized chaos (embedded backend, seeds 0-3, 41, 152)"
 echo "== driver image (daemonless build, containerd import)"
 ./ci/image.sh --binary target/debug/harvester-csi-driver
 
-# Real Kubernetes components, the chart and the sidecars. On a machine whose
-# tools cache is cold the Go builds take most of the time budget, so the suite
-# then runs only the cases ci/cluster/cold-cases.txt names. Those builds get the budget that is left less 12 minutes (the cold cases, the
-# local-cluster test and fuzzing after them). Should they not finish in it (a
-# fresh 2-core machine needs about 50 minutes for Kubernetes and the sidecars),
+# Real Kubernetes components, the chart and the sidecars. A machine whose tools
+# cache is cold builds them first (12.5 minutes on an idle 2-core machine; over 50
+# under load), so the suite then runs only the cases ci/cluster/cold-cases.txt
+# names. The builds get the budget that is left less 12 minutes (the cold cases,
+# the local-cluster test and fuzzing after them). Should they not finish in it,
 # the cluster steps are reported as NOT RUN, never as passed, and what was built
 # stays cached (Go's build cache too), so the next run goes on from there.
 missing=$(./ci/cluster/build-tools.sh --missing kubernetes csi-sidecars | tr '\n' ' ')
